@@ -1,0 +1,166 @@
+# qtune — build, test, bench, fuzz.  `make V=1` shows the commands.
+#
+#   make            build ./qtune
+#   make deps       install the Debian packages qtune needs (apt-get, sudo if not root)
+#   make run        generate samples/sample.gguf if missing and open it
+#   make test       unit suites, CLI tests, unit suites under ASan+UBSan, fuzzers
+#   make asan       unit suites under ASan+UBSan only
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each
+#   make bench      benchmarks (print figures and the baseline measured in the same run)
+#   make cuda       build-cuda/qtune: also compile and link kernels/*.cu with nvcc
+#                   (same as make CUDA=1 B=build-cuda BIN=build-cuda/qtune)
+#   make WERROR=1   warnings are errors (CI)
+
+CC      ?= gcc
+NVCC    ?= nvcc
+CUDA    ?= 0
+WERROR  ?= 0
+FUZZ_SECONDS ?= 60
+OPT     ?= -O2
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wcast-align -Wwrite-strings -Wundef
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+CPPFLAGS += -D_GNU_SOURCE -Iquant -Ikernels -Ianalysis -Itui
+SAN      ?=
+CFLAGS   += -std=c11 $(OPT) -g -fopenmp $(WARN) -MMD -MP $(SAN)
+LDLIBS   += -ljansson -lcsv -lm
+LDFLAGS  += -fopenmp $(SAN)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC := $(wildcard quant/*.c) $(wildcard kernels/*.c) $(wildcard analysis/*.c)
+APP_SRC := $(wildcard tui/*.c)
+CU_SRC  := $(wildcard kernels/*.cu)
+TEST_SRC := $(wildcard tests/test_*.c)
+TOOL_SRC := $(wildcard tests/tool_*.c)
+FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+
+B   ?= build
+BIN ?= qtune
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
+APP_OBJ := $(APP_SRC:%.c=$(B)/%.o)
+TESTS   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TOOLS   := $(TOOL_SRC:tests/%.c=$(B)/tests/%)
+
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+CPPFLAGS  += -DQTUNE_CUDA=1
+NVCCFLAGS ?= -O2 -std=c++17 -arch=sm_90 -Xcompiler -fPIC
+CU_OBJ    := $(CU_SRC:%.cu=$(B)/%.cu.o)
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+else
+CU_OBJ    :=
+endif
+
+.PHONY: all deps run test unit cli tools cuda asan fuzz bench clean
+all: $(BIN)
+
+$(BIN): $(APP_OBJ) $(B)/libqtune.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(APP_OBJ) $(B)/libqtune.a $(LDLIBS)
+
+$(B)/libqtune.a: $(LIB_OBJ) $(CU_OBJ)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# Rebuild everything when the configuration changes (CUDA=1, WERROR=1, OPT...).
+$(B)/config.stamp: FORCE
+	@mkdir -p $(B)
+	@echo '$(CC) $(CFLAGS) $(CPPFLAGS) $(CUDA)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(CPPFLAGS) $(CUDA)' > $@
+FORCE:
+
+$(B)/%.o: %.c $(B)/config.stamp
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(B)/%.cu.o: %.cu $(B)/config.stamp
+	@mkdir -p $(dir $@)
+	@echo "  NVCC    $<"
+	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -Iquant -Ikernels -DQTUNE_CUDA=1 -c -o $@ $<
+
+$(B)/tests/%: tests/%.c $(B)/libqtune.a
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(B)/libqtune.a $(LDLIBS) -lcmocka $(LDFLAGS)
+
+samples/sample.gguf: | qtune
+	./qtune sample -o $@
+
+run: qtune samples/sample.gguf
+	./qtune samples/sample.gguf
+
+# Debian packages the build and the tests use (DESIGN.md §8).
+DEB_PACKAGES := build-essential libncurses-dev libcsv-dev libreadline-dev libcmocka-dev \
+                libjansson-dev libopenblas-dev liblapacke-dev clang libclang-rt-14-dev tmux \
+                python3-venv python3-pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps:
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+
+# ---- tests ----
+unit: $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; QTUNE_MODELS=../shared/models $$t; done
+
+# Test tools (tests/tool_*.c): small programs on libqtune that scripts drive.
+tools: $(TOOLS)
+
+cli: qtune tools
+	@bash tests/cli/run.sh
+
+test: unit cli asan fuzz
+	@echo "make test: all suites passed"
+
+# `make CUDA=1` builds into build-cuda/ so CPU and CUDA objects never mix.
+cuda:
+	$(Q)$(MAKE) --no-print-directory CUDA=1 B=build-cuda BIN=build-cuda/qtune build-cuda/qtune \
+	    $(TEST_SRC:tests/%.c=build-cuda/tests/%)
+
+# Unit suites again, built with ASan+UBSan into their own tree.
+asan:
+	$(Q)$(MAKE) --no-print-directory B=build-asan OPT=-O1 \
+	    SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all' unit
+
+FUZZ_LIB := $(LIB_SRC:%.c=build-fuzz/%.o)
+FUZZERS  := $(FUZZ_SRC:tests/%.c=build-fuzz/%)
+FUZZ_CFLAGS := -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined,fuzzer-no-link \
+               -fno-sanitize-recover=all -D_GNU_SOURCE -Iquant -Ikernels -Ianalysis -MMD -MP
+
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CLANG   $<"
+	$(Q)clang $(FUZZ_CFLAGS) -c -o $@ $<
+
+build-fuzz/fuzz_%: tests/fuzz_%.c $(FUZZ_LIB)
+	@echo "  CLANG   $<"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS) -fopenmp
+
+.SECONDARY: $(FUZZ_LIB)
+
+fuzz: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do \
+	    name=$$(basename $$f); corpus=build-fuzz/corpus/$$name; mkdir -p $$corpus; \
+	    seed=tests/fuzz/seed_$${name#fuzz_}.sh; [ -f $$seed ] && bash $$seed $$corpus; \
+	    echo "== $$name for $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+	        $$corpus 2>build-fuzz/$$name.log \
+	        || { tail -50 build-fuzz/$$name.log; exit 1; }; \
+	    grep -E 'stat::number_of_executed_units|Done' build-fuzz/$$name.log | tail -2; \
+	done
+
+bench: qtune
+	@bash tests/bench/run.sh
+
+clean:
+	rm -rf build build-asan build-cuda build-fuzz qtune
+
+-include $(shell find $(B) build-fuzz -name '*.d' 2>/dev/null)

@@ -1,0 +1,19 @@
+/* k_cpu.h — run-time CPU feature detection (cpuid + xgetbv), so SIMD paths
+ * are chosen on the machine that runs qtune, not the one that built it. */
+#ifndef K_CPU_H
+#define K_CPU_H
+
+#include <stdbool.h>
+
+typedef struct k_cpu {
+    bool avx2;    /* AVX2 with OS support for the YMM state */
+    bool fma;
+    bool f16c;
+    bool avx512f; /* AVX-512 F + BW + VL with OS support for the ZMM state */
+} k_cpu;
+
+/* Features of this CPU, detected once (thread-safe); QTUNE_NO_SIMD=1 in the
+ * environment reports none, which forces every scalar path. */
+const k_cpu *k_cpu_get(void);
+
+#endif

@@ -1,0 +1,314 @@
+/* test_stats.c — an_tensor_stats and k_moments against a two-pass long double
+ * reference, on generated heavy-tailed data, all dtypes read directly, both
+ * SIMD paths, 1 and 2 threads, NaN/Inf, constant and all-zero tensors, and the
+ * second-pass fallback of the outlier count. */
+#include <math.h>
+#include <omp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "an_stats.h"
+#include "k_stats.h"
+#include "q_dtype.h"
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double unif(void)
+{
+    return ((double)(rng() >> 11) + 0.5) / 9007199254740992.0;
+}
+
+/* Student-t with 4 degrees of freedom: heavy tails, kurtosis well above 3. */
+static float student_t(void)
+{
+    double z = sqrt(-2 * log(unif())) * cos(6.283185307179586 * unif());
+    double chi = 0;
+    for (int k = 0; k < 4; k++) {
+        double g = sqrt(-2 * log(unif())) * cos(6.283185307179586 * unif());
+        chi += g * g;
+    }
+    return (float)(z / sqrt(chi / 4));
+}
+
+typedef struct ref_stats {
+    long double mean, std, kurt;
+    float min, max;
+    int64_t n, nan, inf, outliers;
+} ref_stats;
+
+static void reference(const float *x, int64_t n, ref_stats *r)
+{
+    memset(r, 0, sizeof *r);
+    r->min = INFINITY;
+    r->max = -INFINITY;
+    long double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(x[i])) {
+            r->nan++;
+        } else if (isinf(x[i])) {
+            r->inf++;
+        } else {
+            r->n++;
+            s += x[i];
+            r->min = fminf(r->min, x[i]);
+            r->max = fmaxf(r->max, x[i]);
+        }
+    }
+    r->mean = s / r->n;
+    long double m2 = 0, m4 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i]))
+            continue;
+        long double d = x[i] - r->mean;
+        m2 += d * d;
+        m4 += d * d * d * d;
+    }
+    m2 /= r->n;
+    m4 /= r->n;
+    r->std = sqrtl(m2);
+    r->kurt = m2 > 0 ? m4 / (m2 * m2) : 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(x[i]) && fabsl(x[i] - r->mean) > 6 * r->std)
+            r->outliers++;
+}
+
+static q_tensor make_tensor(void *data, uint32_t dtype, int64_t rows, int64_t cols)
+{
+    q_tensor t;
+    memset(&t, 0, sizeof t);
+    t.name = (char *)"test";
+    t.gguf_name = t.name;
+    t.n_dims = 2;
+    t.ne[0] = cols;
+    t.ne[1] = rows;
+    t.ne[2] = t.ne[3] = 1;
+    t.rows = rows;
+    t.cols = cols;
+    t.params = rows * cols;
+    t.dtype = dtype;
+    t.bytes = q_dtype_bytes(dtype, t.params);
+    t.data = data;
+    t.readable = true;
+    return t;
+}
+
+static void check_against(const an_stats *s, const ref_stats *r)
+{
+    assert_int_equal(s->n, r->n);
+    assert_int_equal(s->n_nan, r->nan);
+    assert_int_equal(s->n_inf, r->inf);
+    if (s->min != r->min || s->max != r->max)
+        fail_msg("min %.9g/%.9g max %.9g/%.9g", s->min, (double)r->min, s->max, (double)r->max);
+    double scale = fmax((double)r->std, 1e-30);
+    if (fabs(s->mean - (double)r->mean) > 1e-9 * scale + 1e-12 * fabs((double)r->mean))
+        fail_msg("mean %.17g vs %.17Lg", s->mean, r->mean);
+    if (fabs(s->std - (double)r->std) > 1e-9 * scale)
+        fail_msg("std %.17g vs %.17Lg", s->std, r->std);
+    if (fabs(s->kurtosis - (double)r->kurt) > 1e-7 * fmax(1, (double)r->kurt))
+        fail_msg("kurtosis %.17g vs %.17Lg", s->kurtosis, r->kurt);
+    assert_int_equal(s->n_outliers, r->outliers);
+    assert_true(s->absmax == fmax(fabs(r->min), fabs(r->max)));
+}
+
+static void run_f32(float *x, int64_t rows, int64_t cols, int expect_passes)
+{
+    ref_stats r;
+    reference(x, rows * cols, &r);
+    q_tensor t = make_tensor(x, Q_DT_F32, rows, cols);
+    q_err err;
+    an_stats s1, s2, s3;
+    for (int scalar = 0; scalar < 2; scalar++) {
+        k_stats_force_scalar(scalar);
+        omp_set_num_threads(1);
+        assert_int_equal(an_tensor_stats(&t, &s1, &err), Q_OK);
+        omp_set_num_threads(2);
+        assert_int_equal(an_tensor_stats(&t, &s2, &err), Q_OK);
+        check_against(&s1, &r);
+        check_against(&s2, &r);
+        /* Chunk sums are merged in chunk order: thread count changes nothing. */
+        assert_memory_equal(&s1, &s2, sizeof s1);
+        if (expect_passes)
+            assert_int_equal(s1.passes, expect_passes);
+    }
+    k_stats_force_scalar(false);
+    assert_int_equal(an_tensor_stats(&t, &s3, &err), Q_OK);
+    assert_true(s3.n == s1.n && s3.n_outliers == s1.n_outliers);
+}
+
+static void test_heavy_tailed(void **state)
+{
+    (void)state;
+    rng_state = 1;
+    int64_t rows = 300, cols = 1000;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    for (int64_t i = 0; i < rows * cols; i++)
+        x[i] = 0.02f * student_t() + 0.001f;
+    x[12345] = 3.0f; /* a planted outlier */
+    run_f32(x, rows, cols, 1);
+    ref_stats r;
+    reference(x, rows * cols, &r);
+    assert_true(r.kurt > 4);
+    assert_true(r.outliers > 1);
+    free(x);
+}
+
+static void test_odd_shapes(void **state)
+{
+    (void)state;
+    rng_state = 2;
+    /* Row lengths that leave SIMD tails, a single row, a single column. */
+    int64_t shapes[][2] = {{7, 13}, {1, 1}, {1, 100003}, {70000, 1}, {3, 65537}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int64_t rows = shapes[k][0], cols = shapes[k][1];
+        float *x = malloc((size_t)(rows * cols) * sizeof *x);
+        for (int64_t i = 0; i < rows * cols; i++)
+            x[i] = student_t();
+        run_f32(x, rows, cols, 0);
+        free(x);
+    }
+}
+
+static void test_nonfinite(void **state)
+{
+    (void)state;
+    rng_state = 3;
+    int64_t rows = 64, cols = 257;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    for (int64_t i = 0; i < rows * cols; i++)
+        x[i] = student_t();
+    x[0] = NAN;
+    x[9] = INFINITY;
+    x[10] = -INFINITY;
+    x[rows * cols - 1] = NAN; /* in the scalar tail */
+    x[5000] = 1e-42f;         /* a denormal is an ordinary value */
+    run_f32(x, rows, cols, 0);
+    /* All non-finite: no finite values, zero statistics, counts only. */
+    for (int64_t i = 0; i < rows * cols; i++)
+        x[i] = (i & 1) ? NAN : -INFINITY;
+    q_tensor t = make_tensor(x, Q_DT_F32, rows, cols);
+    an_stats s;
+    q_err err;
+    assert_int_equal(an_tensor_stats(&t, &s, &err), Q_OK);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(s.n_nan + s.n_inf, rows * cols);
+    assert_true(s.std == 0 && s.kurtosis == 0 && s.n_outliers == 0);
+    free(x);
+}
+
+static void test_constant_and_zero(void **state)
+{
+    (void)state;
+    int64_t rows = 100, cols = 512;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    for (int v = 0; v < 2; v++) {
+        for (int64_t i = 0; i < rows * cols; i++)
+            x[i] = v ? 0.75f : 0.0f;
+        q_tensor t = make_tensor(x, Q_DT_F32, rows, cols);
+        an_stats s;
+        q_err err;
+        assert_int_equal(an_tensor_stats(&t, &s, &err), Q_OK);
+        assert_true(s.mean == (v ? 0.75 : 0.0));
+        assert_true(s.std == 0);
+        assert_true(s.kurtosis == 0);
+        assert_int_equal(s.n_outliers, 0);
+        assert_int_equal(s.n, rows * cols);
+    }
+    free(x);
+}
+
+/* The row sample sees only the wide rows, so the candidate band is too wide for
+ * the true 6σ band and the count must come from a second pass. */
+static void test_second_pass(void **state)
+{
+    (void)state;
+    rng_state = 4;
+    int64_t rows = 640, cols = 300;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            x[r * cols + c] = (r % 10 == 0 ? 100.0f : 0.01f) * student_t();
+    run_f32(x, rows, cols, 2);
+    free(x);
+}
+
+static void test_f16_bf16(void **state)
+{
+    (void)state;
+    rng_state = 5;
+    int64_t rows = 200, cols = 333;
+    size_t n = (size_t)(rows * cols);
+    uint16_t *h = malloc(n * sizeof *h), *b = malloc(n * sizeof *b);
+    float *xh = malloc(n * sizeof *xh), *xb = malloc(n * sizeof *xb);
+    for (size_t i = 0; i < n; i++) {
+        float v = 0.05f * student_t();
+        h[i] = q_f32_to_f16(v);
+        b[i] = q_f32_to_bf16(v);
+    }
+    h[17] = 0x7e00; /* NaN */
+    h[18] = 0x7c00; /* +Inf */
+    b[19] = 0xff80; /* -Inf */
+    h[20] = 0x0001; /* smallest subnormal */
+    for (size_t i = 0; i < n; i++) {
+        xh[i] = q_f16_to_f32(h[i]);
+        xb[i] = q_bf16_to_f32(b[i]);
+    }
+    struct {
+        void *data;
+        float *ref;
+        uint32_t dt;
+    } cases[] = {{h, xh, Q_DT_F16}, {b, xb, Q_DT_BF16}};
+    for (size_t k = 0; k < 2; k++) {
+        ref_stats r;
+        reference(cases[k].ref, (int64_t)n, &r);
+        q_tensor t = make_tensor(cases[k].data, cases[k].dt, rows, cols);
+        for (int scalar = 0; scalar < 2; scalar++) {
+            k_stats_force_scalar(scalar);
+            an_stats s;
+            q_err err;
+            assert_int_equal(an_tensor_stats(&t, &s, &err), Q_OK);
+            check_against(&s, &r);
+        }
+        k_stats_force_scalar(false);
+    }
+    free(h);
+    free(b);
+    free(xh);
+    free(xb);
+}
+
+static void test_unreadable(void **state)
+{
+    (void)state;
+    uint8_t raw[66 * 2] = {0};
+    q_tensor t = make_tensor(raw, Q_DT_IQ2_XXS, 1, 256);
+    t.readable = false;
+    an_stats s;
+    q_err err;
+    assert_int_equal(an_tensor_stats(&t, &s, &err), Q_EUSAGE);
+    assert_non_null(strstr(err.msg, "IQ2_XXS"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_heavy_tailed),      cmocka_unit_test(test_odd_shapes),
+        cmocka_unit_test(test_nonfinite),         cmocka_unit_test(test_constant_and_zero),
+        cmocka_unit_test(test_second_pass),       cmocka_unit_test(test_f16_bf16),
+        cmocka_unit_test(test_unreadable),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

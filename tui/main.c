@@ -1,0 +1,68 @@
+/* main.c — the qtune command-line entry point: dispatches to subcommands. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define QTUNE_VERSION "0.1.0"
+
+void cli_errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qtune: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void usage(FILE *fp)
+{
+    fputs("usage: qtune COMMAND [ARGS]\n"
+          "\n"
+          "  qtune inspect MODEL [--json | --csv]   per-tensor shapes, types and statistics\n"
+          "  qtune sample -o FILE.gguf [options]     write a synthetic llama-shaped model\n"
+          "  qtune MODEL                             open MODEL (for now: same as inspect)\n"
+          "\n"
+          "MODEL is a .gguf file, a .safetensors file, or a Hugging Face directory\n"
+          "(config.json with model.safetensors or model.safetensors.index.json).\n"
+          "Run 'qtune COMMAND --help' for a command's options.\n",
+          fp);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 64;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("qtune %s\n", QTUNE_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "inspect"))
+        return cmd_inspect(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sample"))
+        return cmd_sample(argc - 1, argv + 1);
+    if (cmd[0] == '-') {
+        cli_errorf("unknown option '%s'", cmd);
+        usage(stderr);
+        return 64;
+    }
+    /* `qtune MODEL`: the TUI is not built yet; show the inspect table instead. */
+    if (argc == 2) {
+        fprintf(stderr, "qtune: the interactive view is not available yet; "
+                        "showing 'qtune inspect %s'\n", cmd);
+        char *args[] = {(char *)"inspect", argv[1], NULL};
+        return cmd_inspect(2, args);
+    }
+    cli_errorf("unknown command '%s'", cmd);
+    usage(stderr);
+    return 64;
+}
