@@ -92,6 +92,9 @@ const char *q_fmt_name(const q_fmt_spec *spec, char *buf, size_t cap);
  * n_per_row when a group is given). Q_EUSAGE with a message otherwise. */
 q_status q_fmt_check(const q_fmt_spec *spec, int64_t n_per_row, q_err *err);
 
+/* True when a row of n_per_row elements fits the format's blocks or groups. */
+bool q_fmt_fits(const q_fmt_spec *spec, int64_t n_per_row);
+
 /* True for formats that can be stored in a GGUF tensor. */
 bool q_fmt_is_ggml(const q_fmt_spec *spec);
 
@@ -112,6 +115,8 @@ typedef struct q_fq_ctx {
     float lo, hi;  /* per-tensor min and max of the finite values */
 } q_fq_ctx;
 void q_fmt_prepare(const q_fmt_spec *spec, const float *src, int64_t n, q_fq_ctx *ctx);
+/* Combines the contexts of two parts of one tensor (for streaming prepare). */
+void q_fq_ctx_merge(q_fq_ctx *a, const q_fq_ctx *b);
 bool q_fmt_needs_prepare(const q_fmt_spec *spec);
 
 /* Fake quantization: dst = dequant(quant(src)) for nrows rows. Works for every

@@ -23,6 +23,9 @@ static void usage(FILE *fp)
           "\n"
           "  qtune inspect MODEL [--json | --csv]   per-tensor shapes, types and statistics\n"
           "  qtune sample -o FILE.gguf [options]     write a synthetic llama-shaped model\n"
+          "  qtune plan MODEL --preset NAME -o P     make a plan (also: plan explain, plan export)\n"
+          "  qtune preview MODEL --plan P            per-tensor error and size of a plan\n"
+          "  qtune apply MODEL --plan P -o OUT.gguf  quantize and write a GGUF\n"
           "  qtune MODEL                             open MODEL (for now: same as inspect)\n"
           "\n"
           "MODEL is a .gguf file, a .safetensors file, or a Hugging Face directory\n"
@@ -50,6 +53,12 @@ int main(int argc, char **argv)
         return cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "sample"))
         return cmd_sample(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plan"))
+        return cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "preview"))
+        return cmd_preview(argc - 1, argv + 1);
+    if (!strcmp(cmd, "apply"))
+        return cmd_apply(argc - 1, argv + 1);
     if (cmd[0] == '-') {
         cli_errorf("unknown option '%s'", cmd);
         usage(stderr);

@@ -33,4 +33,34 @@ venv_python() {
     echo "$v/bin/python"
 }
 
+# llama.cpp itself, through llama-cpp-python from PyPI, built from source into
+# build/venv-llama once (10–25 minutes on 2 cores; pip caches the built wheel,
+# so later venvs reuse it). Prints the venv's python, or fails with the reason
+# on stderr when it cannot be built within QTUNE_LLAMA_BUILD_TIMEOUT seconds.
+LLAMA_VERSION=0.3.36
+llama_python() {
+    local v=build/venv-llama
+    if ! "$v/bin/python" -c 'import llama_cpp, numpy' 2>/dev/null; then
+        echo "installing llama-cpp-python $LLAMA_VERSION into $v (a cached wheel is reused)..." >&2
+        python3 -m venv "$v" && "$v/bin/pip" install -q numpy gguf >/dev/null 2>&1
+        CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+            timeout "${QTUNE_LLAMA_BUILD_TIMEOUT:-1800}" \
+            "$v/bin/pip" install -q "llama-cpp-python==$LLAMA_VERSION" >"$TMPD/pip.log" 2>&1
+        if ! "$v/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+            echo "llama-cpp-python could not be installed here:" >&2
+            tail -5 "$TMPD/pip.log" >&2
+            return 1
+        fi
+    fi
+    echo "$v/bin/python"
+}
+
+# ggml's own library from that build: the oracle for byte-identical quantizers.
+# Honours QTUNE_LIBGGML when set.
+libggml_path() {
+    if [ -n "${QTUNE_LIBGGML:-}" ]; then echo "$QTUNE_LIBGGML"; return 0; fi
+    llama_python >/dev/null || return 1
+    find build/venv-llama -name 'libggml-base.so' -path '*llama_cpp*' | head -1
+}
+
 finish() { [ "$fails" -eq 0 ]; exit $?; }
