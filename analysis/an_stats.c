@@ -3,7 +3,7 @@
  * Pass 1 accumulates shifted power sums (k_stats) over chunks of rows, in
  * parallel, merged in chunk order so the result does not depend on the thread
  * count. The outlier count needs the final mean and std, which pass 1 only knows
- * at its end; so pass 1 also collects every value farther than thr = 3 σ̂ from a
+ * at its end; so pass 1 also collects every value farther than thr = 4.5 σ̂ from a
  * pivot (σ̂ from a small row sample). If the final band |w − mean| > 6 σ is
  * covered by what was collected, the count comes from the candidates; otherwise
  * (buffer overflow, or a sample that misjudged σ) a second pass counts exactly.
@@ -21,6 +21,10 @@
 #define CHUNK_ELEMS (64 * 1024)     /* elements per work item */
 #define SAMPLE_ROWS 64              /* rows read to choose pivot and threshold */
 #define CAND_CAP (1 << 20)          /* candidate floats per thread (4 MiB) */
+/* Candidates lie beyond CAND_SIGMAS sampled standard deviations of the pivot: a
+ * margin of 6/4.5 for the sample's error in mean and std; a worse sample only
+ * costs a second pass, never a wrong count. */
+#define CAND_SIGMAS 4.5
 
 typedef struct chunk_plan {
     int64_t rows_per_chunk;
@@ -87,7 +91,7 @@ static q_status sample_pivot(const q_tensor *t, float *pivot, float *thr, q_err 
     }
     double mean = s / (double)n, var = s2 / (double)n - mean * mean;
     *pivot = (float)(first + mean);
-    *thr = (float)(3.0 * sqrt(var > 0 ? var : 0));
+    *thr = (float)(CAND_SIGMAS * sqrt(var > 0 ? var : 0));
     return Q_OK;
 }
 

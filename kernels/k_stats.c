@@ -83,45 +83,52 @@ static void add_scalar(k_moments *m, const void *src, k_src type, int64_t i0, in
 }
 
 #if K_X86
+/* Loads 8 elements of src at i as floats. */
+__attribute__((target("avx2,f16c"))) static inline __m256 load8(const void *src, k_src type,
+                                                                 int64_t i)
+{
+    if (type == K_SRC_F32)
+        return _mm256_loadu_ps((const float *)src + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)src + i));
+    if (type == K_SRC_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
 /* 8 floats per step: converts, splits into two 4-wide double halves, and keeps
- * separate double accumulators; non-finite lanes are masked out and counted. */
-__attribute__((target("avx2,fma,f16c"))) static void add_avx2(k_moments *m, const void *src,
-                                                               k_src type, int64_t n,
-                                                               float pivot, float thr)
+ * separate double accumulators (float partial sums were tried: 15% faster but
+ * 1e-7 relative error in the mean, not worth it). Non-finite lanes (rare) take
+ * a slower branch that replaces them by the pivot (d = 0) and keeps them out
+ * of min/max; they are classified afterwards. Inlined once per source type
+ * (type is a constant in each caller), so the loop has no type test. */
+__attribute__((target("avx2,fma,f16c"))) static inline void
+add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float pivot, float thr)
 {
     const __m256 vpivot = _mm256_set1_ps(pivot), vthr = _mm256_set1_ps(thr);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 vinf = _mm256_set1_ps(INFINITY);
+    const __m256 vinf = _mm256_set1_ps(INFINITY), vninf = _mm256_set1_ps(-INFINITY);
     const __m256d dpivot = _mm256_set1_pd((double)pivot);
     __m256d a1 = _mm256_setzero_pd(), a2 = a1, a3 = a1, a4 = a1;
     __m256d b1 = a1, b2 = a1, b3 = a1, b4 = a1;
-    __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_set1_ps(-INFINITY);
+    __m256 vmin = vinf, vmax = vninf;
     int64_t nonfinite = 0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 x;
-        if (type == K_SRC_F32) {
-            x = _mm256_loadu_ps((const float *)src + i);
-        } else if (type == K_SRC_F16) {
-            x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
-        } else {
-            __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)src + i));
-            x = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-        }
-        __m256 ax = _mm256_and_ps(x, absmask);
-        __m256 finite = _mm256_cmp_ps(ax, vinf, _CMP_LT_OQ); /* false for NaN and Inf */
+        __m256 x = load8(src, type, i);
+        __m256 finite = _mm256_cmp_ps(_mm256_and_ps(x, absmask), vinf, _CMP_LT_OQ);
         int fmask = _mm256_movemask_ps(finite);
-        if (fmask != 0xff) {
+        if (__builtin_expect(fmask == 0xff, 1)) {
+            vmin = _mm256_min_ps(vmin, x);
+            vmax = _mm256_max_ps(vmax, x);
+        } else {
             nonfinite += 8 - __builtin_popcount((unsigned)fmask);
-            /* Replace non-finite lanes by the pivot: their d is exactly 0. */
             x = _mm256_blendv_ps(vpivot, x, finite);
+            vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(vinf, x, finite));
+            vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vninf, x, finite));
         }
-        vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(vinf, x, finite));
-        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, finite));
-        __m256 dx = _mm256_sub_ps(x, vpivot);
-        int cmask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(dx, absmask), vthr,
-                                                     _CMP_GT_OQ)) & fmask;
-        if (cmask) {
+        __m256 adx = _mm256_and_ps(_mm256_sub_ps(x, vpivot), absmask);
+        int cmask = _mm256_movemask_ps(_mm256_cmp_ps(adx, vthr, _CMP_GT_OQ)) & fmask;
+        if (__builtin_expect(cmask != 0, 0)) {
             float tmp[8];
             _mm256_storeu_ps(tmp, x);
             for (int k = 0; k < 8; k++)
@@ -157,7 +164,7 @@ __attribute__((target("avx2,fma,f16c"))) static void add_avx2(k_moments *m, cons
     for (int k = 0; k < 8; k++)
         m->max = fm[k] > m->max ? fm[k] : m->max;
     m->n += i - nonfinite;
-    /* Classify the masked non-finite lanes once more, cheaply, only if any. */
+    /* Classify the masked non-finite lanes once more, only if there were any. */
     if (nonfinite) {
         for (int64_t j = 0; j < i; j++) {
             float x = src_at(src, type, j);
@@ -168,6 +175,23 @@ __attribute__((target("avx2,fma,f16c"))) static void add_avx2(k_moments *m, cons
         }
     }
     add_scalar(m, src, type, i, n - i, pivot, thr);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void add_avx2(k_moments *m, const void *src,
+                                                               k_src type, int64_t n,
+                                                               float pivot, float thr)
+{
+    switch (type) {
+    case K_SRC_F16:
+        add_avx2_body(m, src, K_SRC_F16, n, pivot, thr);
+        break;
+    case K_SRC_BF16:
+        add_avx2_body(m, src, K_SRC_BF16, n, pivot, thr);
+        break;
+    case K_SRC_F32:
+        add_avx2_body(m, src, K_SRC_F32, n, pivot, thr);
+        break;
+    }
 }
 
 static bool have_avx2(void)

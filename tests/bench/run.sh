@@ -39,11 +39,47 @@ for threads in 1 2; do
     awk -v s="$size" -v w="$best" -v bw="$bw" -v rss="$bestrss" -v t="$threads" 'BEGIN {
         gbs = s / w / 1e9;
         printf "inspect, %d thread%s: %.3f s, %.2f GB/s = %.0f%% of the %d-thread read bandwidth, peak RSS %.1f MB\n",
-               t, t > 1 ? "s" : "", w, gbs, 100 * gbs / bw, t, rss / 1024 }'
+               t, (t > 1 ? "s" : ""), w, gbs, 100 * gbs / bw, t, rss / 1024 }'
     if [ "$threads" = 2 ]; then
         awk -v s="$size" -v w="$best" -v bw="$bw" -v rss="$bestrss" 'BEGIN {
             gbs = s / w / 1e9; ok1 = gbs >= 0.5 * bw; ok2 = rss / 1024 < 300;
             printf "target: >= 50%% of 2-thread bandwidth: %s; peak RSS < 300 MB: %s\n",
                    ok1 ? "met" : "NOT met", ok2 ? "met" : "NOT met" }'
+    fi
+done
+
+# --- apply: q4_k_m plan on a generated F16 model (rows multiples of 256) ---
+A=$OUT/bench-apply-f16.gguf
+if [ ! -f "$A" ]; then
+    echo "generating $A ..."
+    ./qtune sample -o "$A" --dim 1024 --layers 8 --ff 2816 --vocab 8192 --heads 16 --kv-heads 4 \
+        --seed 11 --dtype f16 2>/dev/null
+fi
+asize=$(stat -c %s "$A")
+./qtune plan "$A" --preset q4_k_m -o "$OUT/q4_k_m.csv" 2>/dev/null
+echo "apply model: $A, $asize bytes, plan q4_k_m"
+cat "$A" >/dev/null
+for path in reference fast; do
+    for threads in 1 2; do
+        flag=$([ "$path" = reference ] && echo --reference || true)
+        line=$(OMP_NUM_THREADS=$threads $RUNSTAT ./qtune apply "$A" --plan "$OUT/q4_k_m.csv" \
+            -o "$OUT/out-q4_k_m.gguf" $flag)
+        wall=$(sed -E 's/.*wall_s=([0-9.]+).*/\1/' <<<"$line")
+        rss=$(sed -E 's/.*maxrss_kb=([0-9]+).*/\1/' <<<"$line")
+        eval "t_${path}_$threads=$wall"
+        awk -v s="$asize" -v w="$wall" -v rss="$rss" -v p="$path" -v t="$threads" 'BEGIN {
+            printf "apply q4_k_m, %-9s quantizers, %d thread%s: %.2f s, %.1f MB/s of input, peak RSS %.1f MB\n",
+                   p, t, (t > 1 ? "s" : " "), w, s / w / 1e6, rss / 1024 }'
+    done
+done
+awk -v r="$t_reference_1" -v f1="$t_fast_1" -v f2="$t_fast_2" 'BEGIN {
+    printf "apply speedup over the 1-thread reference: fast 1 thread %.2fx, fast 2 threads %.2fx\n", r / f1, r / f2 }'
+rm -f "$OUT/out-q4_k_m.gguf"
+
+# --- kernels, k-quants and calibration benchmarks, when present ---
+for b in kernels kquants calib; do
+    if [ -f "tests/bench/$b.sh" ]; then
+        echo
+        bash "tests/bench/$b.sh"
     fi
 done
