@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include "test_rng.h"
+
 #include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
@@ -20,16 +22,6 @@
 
 /* ---- helpers ---- */
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
 
 /* Byte builder for hand-assembled images. */
 typedef struct bb {

@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "test_rng.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,27 +22,6 @@
 
 /* ---- helpers ---- */
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
-
-static double urand(void) /* [0, 1) */
-{
-    return (double)(rng() >> 11) * 0x1p-53;
-}
-
-static float grand(void) /* standard normal, Box-Muller */
-{
-    double u = urand(), v = urand();
-    return (float)(sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * v));
-}
 
 /* rows × cols of normal values; row r scaled by 10^(r mod 5 - 2), plus a few
  * outliers, so that rows and groups have very different ranges. */

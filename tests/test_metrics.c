@@ -9,33 +9,14 @@
 
 #include <cmocka.h>
 
+#include "test_rng.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "q_metrics.h"
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
-}
-
-static double urand(void)
-{
-    return (double)(rng() >> 11) * 0x1p-53;
-}
-
-static float grand(void)
-{
-    double u = urand(), v = urand();
-    return (float)(sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * v));
-}
 
 static void assert_rel(double got, double want, double tol)
 {
