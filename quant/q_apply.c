@@ -193,9 +193,44 @@ static int64_t block_rows_for(const q_tensor *t)
  * for any thread count). The error histogram needs its range before anything
  * is accumulated: it is 1.25 × the largest error of the first block, measured
  * by a probe run of that block. */
+static q_tensor_preview_fn g_tensor_fn; /* kernels/' fast path, or NULL */
+
+void q_preview_set_tensor_fn(q_tensor_preview_fn fn)
+{
+    g_tensor_fn = fn;
+}
+
+/* The same tensor through the installed fast path (same imatrix selection and
+ * histogram probe as below). */
+static q_status preview_tensor_fast(const q_model *m, const q_tensor *t, const q_job_opts *o,
+                                    q_tensor_report *rep, q_err *err)
+{
+    const q_imatrix *im = o ? o->imatrix : NULL;
+    const q_imatrix_entry *e = im ? q_imatrix_find(im, t->gguf_name) : NULL;
+    q_tensor_preview_args a = {
+        .model = m,
+        .tensor = t,
+        .res = &rep->res,
+        .hist_probe_rows = block_rows_for(t),
+        .cancel = o ? o->cancel : NULL,
+    };
+    if (e && e->n == t->cols && e->n_mat > 0) {
+        a.imatrix = e->values;
+        a.imatrix_n_mat = e->n_mat;
+        a.imatrix_rows = e->n_mat > 1 ? (t->ne[1] > 0 ? t->ne[1] : 1) : 0;
+    }
+    q_status st = g_tensor_fn(&a, rep, err);
+    if (st == Q_OK)
+        rep->imatrix_used =
+            rep->res.method == Q_METHOD_WSEARCH && imatrix_row_weights(im, t, 0) != NULL;
+    return st;
+}
+
 static q_status preview_tensor(const q_model *m, const q_tensor *t, const q_job_opts *o,
                                q_tensor_report *rep, q_err *err)
 {
+    if (g_tensor_fn && !(o && o->use_reference))
+        return preview_tensor_fast(m, t, o, rep, err);
     const q_resolved *r = &rep->res;
     const q_imatrix *im = o ? o->imatrix : NULL;
     q_fq_ctx ctx;

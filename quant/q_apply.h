@@ -58,6 +58,35 @@ typedef struct q_job_totals {
 q_status q_preview(const q_model *m, const q_resolved *res, const q_job_opts *o,
                    q_tensor_report *out, q_job_totals *tot, q_err *err);
 
+/* Fast path for the preview of one tensor, installed by kernels/ (k_init) so
+ * that quant/ never includes kernels/ (DESIGN.md §2 layering). */
+typedef struct q_tensor_preview_args {
+    const q_model *model;      /* may be NULL */
+    const q_tensor *tensor;
+    const q_resolved *res;     /* not kept */
+    const float *imatrix;      /* imatrix_n_mat × tensor->cols weights, or NULL */
+    int64_t imatrix_n_mat;     /* matrices in imatrix (experts); 1 for dense tensors */
+    int64_t imatrix_rows;      /* rows sharing one matrix (ne[1] of a 3-D tensor), 0 when
+                                  every row uses the first; rows past imatrix_n_mat ×
+                                  imatrix_rows have no weights */
+    int64_t hist_probe_rows;   /* the error histogram's range is 1.25 × the largest
+                                  error over the first hist_probe_rows rows */
+    atomic_int *cancel;        /* may be NULL */
+} q_tensor_preview_args;
+
+/* Fills rep->acc, rep->metrics, rep->n_nonfinite and sets rep->have_metrics
+ * (other fields are the caller's); same contract as q_preview for one tensor:
+ * NaN/Inf counted and replaced by 0, weighted error from the imatrix whenever
+ * given, the imatrix passed to the quantizer only under wsearch. Returns
+ * Q_ECANCELLED, Q_ENOMEM, Q_EUSAGE, or a read error. */
+typedef q_status (*q_tensor_preview_fn)(const q_tensor_preview_args *a, q_tensor_report *rep,
+                                        q_err *err);
+
+/* Installs fn as q_preview's per-tensor engine (NULL restores the built-in
+ * one). q_preview with o->use_reference always uses the built-in one. Call at
+ * start-up, before any preview runs. */
+void q_preview_set_tensor_fn(q_tensor_preview_fn fn);
+
 /* Metadata written by q_apply beside the model's own. */
 typedef struct q_apply_meta {
     const char *plan_fingerprint; /* FNV-1a of the plan text, or NULL */

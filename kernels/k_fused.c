@@ -1,0 +1,839 @@
+/* k_fused.c — fused fake-quant + metrics kernels (see k_fused.h).
+ *
+ * Exactness. The AVX2 forms do, lane by lane, the float operations of the
+ * scalar references in the same order and precision: separate multiplies and
+ * adds (this file is compiled without FMA; -std=c11 disables contraction),
+ * divisions where the reference divides, 1/d computed once in scalar as the
+ * reference does. roundf (half away from zero) is built from truncation: with
+ * t = trunc(p), p - t is exact, and r = t + sign(p) when |p - t| >= 0.5.
+ * Casts to int8 are exact for the level ranges checked before use; blocks
+ * outside those ranges (non-finite 1/d, levels past the cast's range) run the
+ * scalar reference, so every block's values equal the reference's.
+ *
+ * Metrics: per row in double like q_metrics_add, the SIMD path summing in four
+ * lanes (differences in the last bits only), the histogram bin of every error
+ * computed with q_metrics' own formula so the counts are equal.
+ */
+#include "k_fused.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "k_cpu.h"
+#include "q_blocks.h"
+#include "q_dtype.h"
+#include "q_grid.h"
+#include "q_quants.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define KF_X86 1
+#define KF_AVX2 __attribute__((target("avx2")))
+#else
+#define KF_X86 0
+#endif
+
+typedef enum kf_kind { KF_NONE, KF_Q8_0, KF_Q4_0, KF_Q5_0, KF_Q4_1, KF_Q5_1 } kf_kind;
+
+static kf_kind kf_kind_of(q_format_id id)
+{
+    switch (id) {
+    case Q_FMT_Q8_0:
+        return KF_Q8_0;
+    case Q_FMT_Q4_0:
+        return KF_Q4_0;
+    case Q_FMT_Q5_0:
+        return KF_Q5_0;
+    case Q_FMT_Q4_1:
+        return KF_Q4_1;
+    case Q_FMT_Q5_1:
+        return KF_Q5_1;
+    default:
+        return KF_NONE;
+    }
+}
+
+static q_quant_fn kf_ref_of(kf_kind k)
+{
+    switch (k) {
+    case KF_Q8_0:
+        return q_quantize_q8_0;
+    case KF_Q4_0:
+        return q_quantize_q4_0;
+    case KF_Q5_0:
+        return q_quantize_q5_0;
+    case KF_Q4_1:
+        return q_quantize_q4_1;
+    case KF_Q5_1:
+        return q_quantize_q5_1;
+    default:
+        return NULL;
+    }
+}
+
+static size_t kf_block_bytes(kf_kind k)
+{
+    switch (k) {
+    case KF_Q8_0:
+        return sizeof(block_q8_0);
+    case KF_Q4_0:
+        return sizeof(block_q4_0);
+    case KF_Q5_0:
+        return sizeof(block_q5_0);
+    case KF_Q4_1:
+        return sizeof(block_q4_1);
+    case KF_Q5_1:
+        return sizeof(block_q5_1);
+    default:
+        return 0;
+    }
+}
+
+static q_dequant_fn kf_dq_of(kf_kind k)
+{
+    static const uint32_t dt[] = {0, Q_DT_Q8_0, Q_DT_Q4_0, Q_DT_Q5_0, Q_DT_Q4_1, Q_DT_Q5_1};
+    return k == KF_NONE ? NULL : q_dtype_get(dt[k])->dequant;
+}
+
+/* Grid formats with a SIMD row kernel. */
+static bool kf_grid_fast(const q_fmt_spec *s)
+{
+    return s->id == Q_FMT_INT || s->id == Q_FMT_UINT || s->id == Q_FMT_NF4 ||
+           s->id == Q_FMT_FP8_E4M3 || s->id == Q_FMT_FP8_E5M2;
+}
+
+bool k_fq_has_fused(const q_fmt_spec *spec)
+{
+    return kf_kind_of(spec->id) != KF_NONE || kf_grid_fast(spec);
+}
+
+q_status k_fq_init(k_fq *k, const q_fmt_spec *spec, int64_t cols, bool force_scalar,
+                   q_err *err)
+{
+    memset(k, 0, sizeof *k);
+    q_status st = q_fmt_check(spec, cols, err);
+    if (st != Q_OK)
+        return st;
+    k->spec = *spec;
+    k->fmt = q_format_get(spec->id);
+    k->cols = cols;
+    if (!q_fmt_fits(spec, cols))
+        return q_fail(err, Q_EUSAGE, "%s needs rows that are a multiple of %lld, not %lld",
+                      k->fmt->name, (long long)k->fmt->blck, (long long)cols);
+    k->simd = !force_scalar && KF_X86 && k_cpu_get()->avx2;
+    k->fused = k_fq_has_fused(spec);
+    if (k->fmt->ggml_type >= 0)
+        k->row_bytes = (size_t)q_dtype_bytes((uint32_t)k->fmt->ggml_type, cols);
+    return Q_OK;
+}
+
+/* ---- packing of levels into ggml blocks (shared by the apply variants) ---- */
+
+static void kf_st16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void kf_pack(kf_kind k, const int32_t *L, uint16_t dbits, uint16_t mbits, uint8_t *blk)
+{
+    uint32_t qh = 0;
+    uint8_t *qs;
+    switch (k) {
+    case KF_Q8_0:
+        kf_st16(blk + offsetof(block_q8_0, d), dbits);
+        for (int j = 0; j < 32; j++)
+            blk[offsetof(block_q8_0, qs) + (size_t)j] = (uint8_t)(int8_t)L[j];
+        return;
+    case KF_Q4_0:
+        kf_st16(blk + offsetof(block_q4_0, d), dbits);
+        qs = blk + offsetof(block_q4_0, qs);
+        break;
+    case KF_Q4_1:
+        kf_st16(blk + offsetof(block_q4_1, d), dbits);
+        kf_st16(blk + offsetof(block_q4_1, m), mbits);
+        qs = blk + offsetof(block_q4_1, qs);
+        break;
+    case KF_Q5_0:
+        kf_st16(blk + offsetof(block_q5_0, d), dbits);
+        qs = blk + offsetof(block_q5_0, qs);
+        break;
+    case KF_Q5_1:
+        kf_st16(blk + offsetof(block_q5_1, d), dbits);
+        kf_st16(blk + offsetof(block_q5_1, m), mbits);
+        qs = blk + offsetof(block_q5_1, qs);
+        break;
+    default:
+        return;
+    }
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
+    if (k == KF_Q5_0 || k == KF_Q5_1) {
+        for (int j = 0; j < 32; j++)
+            qh |= (uint32_t)((L[j] >> 4) & 1) << j;
+        uint8_t *p = blk + (k == KF_Q5_0 ? offsetof(block_q5_0, qh) : offsetof(block_q5_1, qh));
+        p[0] = (uint8_t)qh;
+        p[1] = (uint8_t)(qh >> 8);
+        p[2] = (uint8_t)(qh >> 16);
+        p[3] = (uint8_t)(qh >> 24);
+    }
+}
+
+#if KF_X86
+/* ---- AVX2 kernels ---- */
+
+KF_AVX2 static float kf_hmax(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+KF_AVX2 static float kf_hmin(__m256 v)
+{
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* All lanes of v in [lo, hi)? */
+KF_AVX2 static bool kf_in(__m256 v, float lo, float hi)
+{
+    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_set1_ps(lo), _CMP_GE_OQ),
+                              _mm256_cmp_ps(v, _mm256_set1_ps(hi), _CMP_LT_OQ));
+    return _mm256_movemask_ps(ok) == 0xff;
+}
+
+/* Levels of one 32-block of kind k (the reference's integer levels, before
+ * packing) into L, or (L NULL) the dequantized values into y, computed from
+ * the levels held as exact integers in float lanes with q_dtype's operations;
+ * scale d and minimum m as f16 bits. False: use the reference (y, L partly
+ * written). */
+KF_AVX2 static bool kf_levels_avx2(kf_kind k, const float *x, int32_t *L, float *y,
+                                   uint16_t *dbits, uint16_t *mbits)
+{
+    const __m256 sgn = _mm256_set1_ps(-0.0f);
+    __m256 v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+    if (k == KF_Q8_0 || k == KF_Q4_0 || k == KF_Q5_0) {
+        __m256 a[4];
+        for (int i = 0; i < 4; i++)
+            a[i] = _mm256_andnot_ps(sgn, v[i]);
+        float amax = kf_hmax(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3])));
+        if (k == KF_Q8_0) {
+            const float d = amax / 127.0f;
+            const float id = d != 0 ? 1.0f / d : 0.0f;
+            if (!(id <= FLT_MAX))
+                return false;
+            const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);
+            const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+            *dbits = q_f32_to_f16(d);
+            const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
+            for (int i = 0; i < 4; i++) {
+                __m256 p = _mm256_mul_ps(v[i], vid);
+                __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
+                __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
+                __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), one); /* ±1 */
+                __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, step));
+                if (!kf_in(r, -127.0f, 127.5f))
+                    return false;
+                if (L) /* r + 0 turns a -0 level into the +0 that an int8 holds */
+                    _mm256_storeu_si256((__m256i *)(void *)(L + 8 * i), _mm256_cvttps_epi32(r));
+                else
+                    _mm256_storeu_ps(y + 8 * i, _mm256_mul_ps(_mm256_add_ps(r, zero), dh));
+            }
+            return true;
+        }
+        float max = 0.0f;
+        if (amax > 0.0f) {
+            const __m256 am = _mm256_set1_ps(amax);
+            for (int i = 0; i < 4; i++) {
+                int m = _mm256_movemask_ps(_mm256_cmp_ps(a[i], am, _CMP_EQ_OQ));
+                if (m) {
+                    max = x[8 * i + __builtin_ctz((unsigned)m)];
+                    break;
+                }
+            }
+        }
+        const int hlf = k == KF_Q4_0 ? 8 : 16;
+        const float d = max / (float)(-hlf);
+        const float id = d != 0 ? 1.0f / d : 0.0f;
+        if (!(id <= FLT_MAX && id >= -FLT_MAX))
+            return false;
+        const __m256 vid = _mm256_set1_ps(id), off = _mm256_set1_ps((float)hlf + 0.5f);
+        const __m256 top = _mm256_set1_ps((float)(2 * hlf - 1)), vh = _mm256_set1_ps((float)hlf);
+        *dbits = q_f32_to_f16(d);
+        const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
+        for (int i = 0; i < 4; i++) {
+            __m256 t = _mm256_add_ps(_mm256_mul_ps(v[i], vid), off);
+            if (!kf_in(t, 0.0f, 128.0f))
+                return false;
+            __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
+                                     top);
+            if (L)
+                _mm256_storeu_si256((__m256i *)(void *)(L + 8 * i), _mm256_cvttps_epi32(l));
+            else
+                _mm256_storeu_ps(y + 8 * i, _mm256_mul_ps(_mm256_sub_ps(l, vh), dh));
+        }
+        return true;
+    }
+    /* q4_1 / q5_1 */
+    float mn = kf_hmin(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+    float mx = kf_hmax(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+    if (mn == 0.0f || mx == 0.0f) { /* the sign of a zero extreme: the reference's scan */
+        mn = FLT_MAX;
+        mx = -FLT_MAX;
+        for (int j = 0; j < 32; j++) {
+            if (x[j] < mn)
+                mn = x[j];
+            if (x[j] > mx)
+                mx = x[j];
+        }
+    }
+    const int nlev = k == KF_Q4_1 ? 15 : 31;
+    const float d = (mx - mn) / (float)nlev;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    if (!(id <= FLT_MAX))
+        return false;
+    const __m256 vid = _mm256_set1_ps(id), vmn = _mm256_set1_ps(mn);
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const float lim = k == KF_Q4_1 ? 128.0f : 32.0f;
+    const __m256 top = _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
+    *dbits = q_f32_to_f16(d);
+    *mbits = q_f32_to_f16(mn);
+    const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
+    const __m256 mh = _mm256_set1_ps(q_f16_to_f32(*mbits));
+    for (int i = 0; i < 4; i++) {
+        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[i], vmn), vid), half);
+        if (!kf_in(t, 0.0f, lim))
+            return false;
+        __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
+                                 top);
+        if (L)
+            _mm256_storeu_si256((__m256i *)(void *)(L + 8 * i), _mm256_cvttps_epi32(l));
+        else
+            _mm256_storeu_ps(y + 8 * i, _mm256_add_ps(_mm256_mul_ps(l, dh), mh));
+    }
+    return true;
+}
+
+KF_AVX2 static void kf_row_q_avx2(kf_kind k, const float *x, float *y, int64_t n)
+{
+    uint8_t blk[64];
+    q_quant_fn ref = kf_ref_of(k);
+    q_dequant_fn dq = kf_dq_of(k);
+    for (int64_t b = 0; b < n; b += 32) {
+        uint16_t db = 0, mb = 0;
+        if (!kf_levels_avx2(k, x + b, NULL, y + b, &db, &mb)) {
+            ref(x + b, blk, 1, 32, NULL);
+            dq(blk, y + b, 32);
+        }
+    }
+}
+
+KF_AVX2 static size_t kf_quantize_avx2(kf_kind k, const float *src, void *dst, int64_t nrows,
+                                       int64_t n_per_row)
+{
+    int32_t L[32];
+    const size_t bb = kf_block_bytes(k);
+    const int64_t nb = nrows * (n_per_row / 32);
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < nb; b++) {
+        uint16_t db = 0, mb = 0;
+        uint8_t *blk = out + (size_t)b * bb;
+        if (kf_levels_avx2(k, src + 32 * b, L, NULL, &db, &mb))
+            kf_pack(k, L, db, mb, blk);
+        else
+            kf_ref_of(k)(src + 32 * b, blk, 1, 32, NULL);
+    }
+    return (size_t)nb * bb;
+}
+
+/* ---- grids: int, uint, nf4, fp8 ---- */
+
+#define KF_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+static const float kf_nf4_levels[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
+};
+static const float kf_nf4_mids[15] = {
+    -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f,
+    -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
+    -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
+    0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
+};
+
+typedef struct kf_grid {
+    q_format_id id;
+    float qlo, qhi, half;
+    int mbits, emin; /* fp8: mantissa bits, smallest normal exponent */
+    float fmax;      /* fp8: largest finite value */
+} kf_grid;
+
+static bool kf_is_fp8(q_format_id id)
+{
+    return id == Q_FMT_FP8_E4M3 || id == Q_FMT_FP8_E5M2;
+}
+
+typedef struct kf_gpar {
+    float s, z, inv;
+} kf_gpar;
+
+/* The scale a grid stores in f16 (q_grid.c's definition). */
+static float kf_f16_scale(float s)
+{
+    if (!(s <= 65504.0f))
+        s = 65504.0f;
+    return q_f16_to_f32(q_f32_to_f16(s));
+}
+
+/* Group parameters from the group's range, as q_grid.c defines them. */
+static kf_gpar kf_grid_params(const kf_grid *g, float lo, float hi)
+{
+    kf_gpar p = {0.0f, 0.0f, 0.0f};
+    lo = fminf(lo, 0.0f);
+    hi = fmaxf(hi, 0.0f);
+    float amax = fmaxf(-lo, hi);
+    if (g->id == Q_FMT_INT) {
+        p.s = kf_f16_scale(amax / g->half);
+    } else if (g->id == Q_FMT_UINT) {
+        p.s = kf_f16_scale((hi - lo) / g->qhi);
+        if (p.s > 0.0f)
+            p.z = fminf(fmaxf(rintf(-lo / p.s), 0.0f), g->qhi);
+    } else if (kf_is_fp8(g->id)) {
+        p.s = amax / g->fmax;
+        if (!(p.s <= 3.0e38f))
+            p.s = 0.0f;
+    } else {
+        p.s = amax <= 3.0e38f ? amax : 0.0f;
+        if (p.s > 0.0f)
+            p.inv = 1.0f / p.s;
+    }
+    return p;
+}
+
+static float kf_grid_one(const kf_grid *g, const kf_gpar *p, float x)
+{
+    if (!(p->s > 0.0f))
+        return 0.0f;
+    if (g->id == Q_FMT_INT)
+        return fminf(fmaxf(rintf(x / p->s), g->qlo), g->qhi) * p->s;
+    if (g->id == Q_FMT_UINT)
+        return (fminf(fmaxf(rintf(x / p->s) + p->z, 0.0f), g->qhi) - p->z) * p->s;
+    if (kf_is_fp8(g->id)) {
+        /* Nearest fp8 value, ties to even, saturating: the quantum is 2^(ex -
+         * mbits) with ex = max(floor(log2 |v|), emin); power-of-two scalings
+         * are exact, so this equals encoding and decoding the code. */
+        float v = x / p->s, a = fabsf(v), r;
+        if (a >= g->fmax) {
+            r = g->fmax;
+        } else {
+            uint32_t bits;
+            memcpy(&bits, &a, sizeof bits);
+            int ex = (int)(bits >> 23) - 127;
+            ex = ex < g->emin ? g->emin : ex;
+            r = ldexpf(rintf(ldexpf(a, g->mbits - ex)), ex - g->mbits);
+        }
+        return copysignf(r, v) * p->s;
+    }
+    float t = x * p->inv;
+    int i = 0;
+    for (int k = 0; k < 15; k++)
+        i += t > kf_nf4_mids[k];
+    return kf_nf4_levels[i] * p->s;
+}
+
+KF_AVX2 static void kf_range_avx2(const float *x, int64_t n, float *lo, float *hi)
+{
+    __m256 a = _mm256_set1_ps(INFINITY), b = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        a = _mm256_min_ps(a, v);
+        b = _mm256_max_ps(b, v);
+    }
+    float l = kf_hmin(a), h = kf_hmax(b);
+    for (; i < n; i++) {
+        l = fminf(l, x[i]);
+        h = fmaxf(h, x[i]);
+    }
+    if (l > h)
+        l = h = 0.0f;
+    *lo = l;
+    *hi = h;
+}
+
+KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const float *x,
+                                       float *y, int64_t n)
+{
+    int64_t i = 0;
+    if (!(p->s > 0.0f)) {
+        for (; i < n; i++)
+            y[i] = 0.0f;
+        return;
+    }
+    const __m256 s = _mm256_set1_ps(p->s), z = _mm256_set1_ps(p->z);
+    const __m256 qlo = _mm256_set1_ps(g->qlo), qhi = _mm256_set1_ps(g->qhi);
+    const __m256 zero = _mm256_setzero_ps(), inv = _mm256_set1_ps(p->inv);
+    if (g->id == Q_FMT_INT) {
+        for (; i + 8 <= n; i += 8) {
+            __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s), KF_RN);
+            q = _mm256_min_ps(_mm256_max_ps(q, qlo), qhi);
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(q, s));
+        }
+    } else if (g->id == Q_FMT_UINT) {
+        for (; i + 8 <= n; i += 8) {
+            __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s), KF_RN);
+            q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, z), zero), qhi);
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_sub_ps(q, z), s));
+        }
+    } else if (kf_is_fp8(g->id)) {
+        const __m256 sgn = _mm256_set1_ps(-0.0f), fmx = _mm256_set1_ps(g->fmax);
+        const __m256i emin = _mm256_set1_epi32(g->emin), b127 = _mm256_set1_epi32(127);
+        const __m256i mb = _mm256_set1_epi32(g->mbits);
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
+            __m256 a = _mm256_andnot_ps(sgn, v);
+            __m256i ex = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(a), 23), b127);
+            ex = _mm256_max_epi32(ex, emin);
+            __m256i k = _mm256_sub_epi32(mb, ex); /* -125 ≤ k ≤ 16 */
+            __m256 up = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, b127), 23));
+            __m256 dn = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(b127, k), 23));
+            __m256 r = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, up), KF_RN), dn);
+            r = _mm256_blendv_ps(r, fmx, _mm256_cmp_ps(a, fmx, _CMP_GE_OQ));
+            r = _mm256_or_ps(r, _mm256_and_ps(v, sgn));
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(r, s));
+        }
+    } else {
+        const __m256 tlo = _mm256_loadu_ps(kf_nf4_levels);
+        const __m256 thi = _mm256_loadu_ps(kf_nf4_levels + 8);
+        const __m256i seven = _mm256_set1_epi32(7);
+        for (; i + 8 <= n; i += 8) {
+            __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
+            __m256i idx = _mm256_setzero_si256();
+            for (int k = 0; k < 15; k++) {
+                __m256 gt = _mm256_cmp_ps(t, _mm256_set1_ps(kf_nf4_mids[k]), _CMP_GT_OQ);
+                idx = _mm256_sub_epi32(idx, _mm256_castps_si256(gt));
+            }
+            __m256 vl = _mm256_permutevar8x32_ps(tlo, idx);
+            __m256 vh = _mm256_permutevar8x32_ps(thi, idx);
+            __m256 sel = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, seven));
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_blendv_ps(vl, vh, sel), s));
+        }
+    }
+    for (; i < n; i++)
+        y[i] = kf_grid_one(g, p, x[i]);
+}
+
+static void kf_grid_setup(const q_fmt_spec *spec, kf_grid *g)
+{
+    memset(g, 0, sizeof *g);
+    g->id = spec->id;
+    int bits = spec->bits < 2 ? 2 : spec->bits > 8 ? 8 : spec->bits;
+    if (spec->id == Q_FMT_INT) {
+        g->qlo = -(float)(1 << (bits - 1));
+        g->qhi = (float)((1 << (bits - 1)) - 1);
+        g->half = (float)((1 << bits) - 1) / 2.0f;
+    } else if (spec->id == Q_FMT_UINT) {
+        g->qhi = (float)((1 << bits) - 1);
+    } else if (spec->id == Q_FMT_FP8_E4M3) {
+        g->mbits = 3;
+        g->emin = -6;
+        g->fmax = 448.0f;
+    } else if (spec->id == Q_FMT_FP8_E5M2) {
+        g->mbits = 2;
+        g->emin = -14;
+        g->fmax = 57344.0f;
+    }
+}
+
+KF_AVX2 static void kf_row_grid_avx2(const k_fq *k, const float *x, float *y)
+{
+    kf_grid g;
+    kf_grid_setup(&k->spec, &g);
+    const int64_t n = k->cols;
+    if (k->spec.group < 0) { /* one scale for the tensor */
+        kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);
+        kf_grid_apply_avx2(&g, &p, x, y, n);
+        return;
+    }
+    const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
+    for (int64_t c = 0; c < n; c += gs) {
+        int64_t len = n - c < gs ? n - c : gs;
+        float lo, hi;
+        kf_range_avx2(x + c, len, &lo, &hi);
+        kf_gpar p = kf_grid_params(&g, lo, hi);
+        kf_grid_apply_avx2(&g, &p, x + c, y + c, len);
+    }
+}
+
+/* ---- metrics ---- */
+
+KF_AVX2 static double kf_hsum_pd(__m256d v)
+{
+    double t[4];
+    _mm256_storeu_pd(t, v);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+KF_AVX2 static bool kf_has_nan_avx2(const float *y, int64_t n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(y + i);
+        acc = _mm256_or_ps(acc, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(acc))
+        return true;
+    for (; i < n; i++)
+        if (isnan(y[i]))
+            return true;
+    return false;
+}
+
+/* Bins are computed four at a time into a small buffer and counted in a
+ * separate scalar loop: four sub-histograms keep repeated bins from chaining
+ * on one counter, and the loop's loads and stores do not interleave with the
+ * SIMD arithmetic (which otherwise stalls on memory disambiguation). */
+#define KF_BINBUF 512
+
+static void kf_count(uint32_t (*sub)[Q_ERR_HIST_BINS], const int32_t *b, int n)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        sub[0][b[i]]++;
+        sub[1][b[i + 1]]++;
+        sub[2][b[i + 2]]++;
+        sub[3][b[i + 3]]++;
+    }
+    for (; i < n; i++)
+        sub[0][b[i]]++;
+}
+
+KF_AVX2 static void kf_acc_avx2(q_metrics_acc *a, const float *x, const float *y, int64_t n,
+                                const float *iw)
+{
+    __m256d sw2 = _mm256_setzero_pd(), sq2 = sw2, swq = sw2, se2 = sw2, siwe = sw2, siww = sw2;
+    __m256d mx = sw2;
+    const __m256d sgn = _mm256_set1_pd(-0.0);
+    const double range = a->hist_range;
+    /* Bin t = (e + range) / (2 range) * 64 exactly as q_metrics computes it. The
+     * division is replaced by a multiplication by the reciprocal, which is
+     * within a few ulps of it; a lane whose t lies within 1e-6 of an integer
+     * (a bin edge) is redone with the division, so every bin is exact. */
+    const __m256d vr = _mm256_set1_pd(range), v2r = _mm256_set1_pd(2.0 * range);
+    const __m256d vinv = _mm256_set1_pd(range > 0.0 ? Q_ERR_HIST_BINS / (2.0 * range) : 0.0);
+    const __m256d vbins = _mm256_set1_pd((double)Q_ERR_HIST_BINS);
+    const __m256d cap = _mm256_set1_pd((double)Q_ERR_HIST_BINS - 0.5), zero = sw2;
+    const __m256d edge = _mm256_set1_pd(1e-6), one = _mm256_set1_pd(1.0 - 1e-6);
+    uint32_t sub[4][Q_ERR_HIST_BINS];
+    int32_t bins[KF_BINBUF] = {0};
+    int nbins = 0;
+    if (range > 0.0)
+        memset(sub, 0, sizeof sub);
+    int64_t c = 0;
+    for (; c + 4 <= n; c += 4) {
+        __m256d xv = _mm256_cvtps_pd(_mm_loadu_ps(x + c));
+        __m256d yv = _mm256_cvtps_pd(_mm_loadu_ps(y + c));
+        __m256d e = _mm256_sub_pd(yv, xv);
+        __m256d e2 = _mm256_mul_pd(e, e);
+        sw2 = _mm256_add_pd(sw2, _mm256_mul_pd(xv, xv));
+        sq2 = _mm256_add_pd(sq2, _mm256_mul_pd(yv, yv));
+        swq = _mm256_add_pd(swq, _mm256_mul_pd(xv, yv));
+        se2 = _mm256_add_pd(se2, e2);
+        mx = _mm256_max_pd(mx, _mm256_andnot_pd(sgn, e));
+        if (iw) {
+            __m256d iv = _mm256_cvtps_pd(_mm_loadu_ps(iw + c));
+            siwe = _mm256_add_pd(siwe, _mm256_mul_pd(_mm256_mul_pd(iv, e), e));
+            siww = _mm256_add_pd(siww, _mm256_mul_pd(_mm256_mul_pd(iv, xv), xv));
+        }
+        if (range > 0.0) {
+            __m256d u = _mm256_add_pd(e, vr);
+            __m256d t = _mm256_mul_pd(u, vinv);
+            __m256d fr = _mm256_sub_pd(t, _mm256_floor_pd(t));
+            __m256d near = _mm256_or_pd(_mm256_cmp_pd(fr, edge, _CMP_LT_OQ),
+                                        _mm256_cmp_pd(fr, one, _CMP_GT_OQ));
+            if (_mm256_movemask_pd(near))
+                t = _mm256_mul_pd(_mm256_div_pd(u, v2r), vbins);
+            t = _mm256_and_pd(t, _mm256_cmp_pd(t, zero, _CMP_GE_OQ));
+            __m128i b = _mm256_cvttpd_epi32(_mm256_min_pd(t, cap));
+            _mm_storeu_si128((__m128i *)(void *)(bins + nbins), b);
+            nbins += 4;
+            if (nbins == KF_BINBUF) {
+                kf_count(sub, bins, nbins);
+                nbins = 0;
+            }
+        }
+    }
+    if (range > 0.0) {
+        kf_count(sub, bins, nbins);
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < Q_ERR_HIST_BINS; i++)
+                a->hist[i] += sub[k][i];
+    }
+    double w2 = kf_hsum_pd(sw2), q2 = kf_hsum_pd(sq2), wq = kf_hsum_pd(swq);
+    double e2s = kf_hsum_pd(se2), iwe2 = kf_hsum_pd(siwe), iww2 = kf_hsum_pd(siww);
+    double t4[4];
+    _mm256_storeu_pd(t4, mx);
+    double rmax = fmax(fmax(t4[0], t4[1]), fmax(t4[2], t4[3]));
+    for (; c < n; c++) {
+        double xv = x[c], yv = y[c], e = yv - xv;
+        w2 += xv * xv;
+        q2 += yv * yv;
+        wq += xv * yv;
+        e2s += e * e;
+        rmax = fabs(e) > rmax ? fabs(e) : rmax;
+        if (iw) {
+            double v = iw[c];
+            iwe2 += v * e * e;
+            iww2 += v * xv * xv;
+        }
+        if (range > 0.0) {
+            double t = (e + range) / (2.0 * range) * Q_ERR_HIST_BINS;
+            int bin = !(t >= 0.0) ? 0 : t >= Q_ERR_HIST_BINS ? Q_ERR_HIST_BINS - 1 : (int)t;
+            a->hist[bin]++;
+        }
+    }
+    if (rmax > a->max_abs)
+        a->max_abs = rmax;
+    a->sum_w2 += w2;
+    a->sum_q2 += q2;
+    a->sum_wq += wq;
+    a->sum_e2 += e2s;
+    a->sum_iw_e2 += iwe2;
+    a->sum_iw_w2 += iww2;
+    if (iw)
+        a->weighted = true;
+    a->n += n;
+}
+
+KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n)
+{
+    const __m256i em = _mm256_set1_epi32(0x7f800000);
+    int64_t bad = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i *src = (const __m256i *)(const void *)(x + i);
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256(src), em);
+        bad += __builtin_popcount((unsigned)_mm256_movemask_ps(
+            _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, em))));
+    }
+    for (; i < n; i++)
+        bad += !isfinite(x[i]);
+    return bad;
+}
+#endif /* KF_X86 */
+
+/* ---- public entry points ---- */
+
+void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf)
+{
+    const q_fmt_spec *s = &k->spec;
+#if KF_X86
+    if (k->simd) {
+        kf_kind kk = kf_kind_of(s->id);
+        if (kk != KF_NONE && (!search_w || kk == KF_Q8_0)) {
+            kf_row_q_avx2(kk, x, y, k->cols);
+            return;
+        }
+        if (kf_grid_fast(s) && (!search_w || s->group < 0)) {
+            kf_row_grid_avx2(k, x, y);
+            return;
+        }
+    }
+#endif
+    if (k->fmt->ggml_type >= 0) {
+        k->fmt->quantize(x, qbuf, 1, k->cols, search_w);
+        q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant(qbuf, y, k->cols);
+    } else {
+        q_grid_fakequant(s, x, y, 1, k->cols, search_w, &k->ctx);
+    }
+}
+
+void k_acc_row(q_metrics_acc *a, const float *x, const float *y, int64_t n, const float *iw,
+               bool simd)
+{
+#if KF_X86
+    if (simd && !kf_has_nan_avx2(y, n)) {
+        kf_acc_avx2(a, x, y, n, iw);
+        return;
+    }
+#endif
+    (void)simd;
+    q_metrics_add(a, x, y, 1, n, iw);
+}
+
+int64_t k_scrub_row(const float *x, float *dst, int64_t n, bool simd)
+{
+    int64_t bad = 0;
+#if KF_X86
+    if (simd) {
+        bad = kf_count_nonfinite_avx2(x, n);
+        if (bad == 0)
+            return 0;
+    }
+#endif
+    (void)simd;
+    bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !isfinite(x[i]);
+    if (bad == 0)
+        return 0;
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = isfinite(x[i]) ? x[i] : 0.0f;
+    return bad;
+}
+
+/* ---- apply variants ---- */
+
+static size_t kf_quantize(kf_kind k, const float *src, void *dst, int64_t nrows,
+                          int64_t n_per_row, const float *imatrix)
+{
+    q_quant_fn ref = kf_ref_of(k);
+    if ((imatrix && k != KF_Q8_0) || nrows < 0 || n_per_row <= 0 || n_per_row % 32 != 0)
+        return ref(src, dst, nrows, n_per_row, imatrix);
+#if KF_X86
+    if (k_cpu_get()->avx2)
+        return kf_quantize_avx2(k, src, dst, nrows, n_per_row);
+#endif
+    return ref(src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q8_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    return kf_quantize(KF_Q8_0, src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q4_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    return kf_quantize(KF_Q4_0, src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q4_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    return kf_quantize(KF_Q4_1, src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q5_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    return kf_quantize(KF_Q5_0, src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q5_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    return kf_quantize(KF_Q5_1, src, dst, nrows, n_per_row, imatrix);
+}

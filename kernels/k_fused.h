@@ -1,0 +1,77 @@
+/* k_fused.h — fused fake-quant + metric kernels (internal to kernels/).
+ *
+ * A row is fake-quantized into a small scratch row (L1-resident) by a kernel
+ * whose values are exactly those of the scalar reference (q_quantize_* then the
+ * q_dtype dequantizer; q_grid_fakequant for grids), then the metric sums and the
+ * error histogram are accumulated from the source row and that scratch row,
+ * without writing blocks. The source is read from memory once; every later
+ * touch hits the cache.
+ *
+ * SIMD (AVX2, no FMA) is used where k_cpu_get() reports it and the caller did
+ * not force the scalar path. A 32-block whose scale or levels fall outside the
+ * range where the SIMD form provably equals the reference (subnormal or huge
+ * maxima, f16 overflow) is done by the scalar reference instead.
+ */
+#ifndef K_FUSED_H
+#define K_FUSED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "q_apply.h"
+#include "q_format.h"
+#include "q_metrics.h"
+
+/* One fake-quantizer, set up once per tensor and shared read-only by threads. */
+typedef struct k_fq {
+    q_fmt_spec spec;
+    const q_format *fmt;
+    q_fq_ctx ctx;     /* per-tensor range (group = tensor), else empty */
+    int64_t cols;
+    bool simd;        /* AVX2 kernels allowed */
+    bool fused;       /* this spec has a dedicated row kernel (else generic) */
+    size_t row_bytes; /* ggml formats: bytes of one quantized row (scratch size) */
+} k_fq;
+
+/* Sets up k for spec on rows of cols values. force_scalar: never use SIMD.
+ * Q_EUSAGE when the spec cannot apply to the row length. */
+q_status k_fq_init(k_fq *k, const q_fmt_spec *spec, int64_t cols, bool force_scalar,
+                   q_err *err);
+
+/* True when spec has a dedicated fused kernel (round-to-nearest formats). */
+bool k_fq_has_fused(const q_fmt_spec *spec);
+
+/* y = dequant(quant(x)) for one row of k->cols finite values. search_w: the
+ * importance weights given to the quantizer (wsearch) or NULL. qbuf: scratch of
+ * k->row_bytes bytes (ggml formats). Thread safe. */
+void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
+
+/* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
+ * to rounding in the last bits: SIMD sums in four lanes), the same histogram
+ * counts and maximum. */
+void k_acc_row(q_metrics_acc *a, const float *x, const float *y, int64_t n, const float *iw,
+               bool simd);
+
+/* Copies x to dst with NaN/Inf replaced by 0 when x has any; returns how many
+ * (0: dst untouched, use x). */
+int64_t k_scrub_row(const float *x, float *dst, int64_t n, bool simd);
+
+/* Apply variants: byte-identical to q_quantize_q8_0 / q4_0 / q4_1 / q5_0 /
+ * q5_1 (q_quant_fn contract); with an imatrix they call the reference. */
+size_t k_quantize_q8_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix);
+size_t k_quantize_q4_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix);
+size_t k_quantize_q4_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix);
+size_t k_quantize_q5_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix);
+size_t k_quantize_q5_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix);
+
+/* q_preview's per-tensor engine (q_apply.h hook) on k_preview_tensor, exact
+ * figures only; installed by k_init. */
+q_status k_preview_hook(const q_tensor_preview_args *a, q_tensor_report *rep, q_err *err);
+
+#endif

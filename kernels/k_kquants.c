@@ -1,0 +1,1513 @@
+/* k_kquants.c — AVX2 k-quant (Q2_K..Q6_K) and IQ4_NL quantizers, byte-identical
+ * to quant/q_kquants.c and quant/q_quants.c.
+ *
+ * Each search (make_qkx2/qkx3, make_qx, make_q3, the IQ4_NL scale search)
+ * runs in the eight lanes of AVX2 registers, one sub-block (IQ4_NL: one
+ * block) per lane, two registers at a time (sixteen sub-blocks: one
+ * Q2_K/Q3_K/Q6_K super-block, two Q4_K/Q5_K super-blocks, sixteen IQ4_NL
+ * blocks) so that two dependency chains overlap. Every lane performs the
+ * scalar reference's operations in the same order: each sum runs over the
+ * elements in element order, products group as the reference's C expressions
+ * group them, divisions stay divisions (vdivps and vsqrtps round like divss
+ * and sqrtss), and nothing is contracted into FMA (the target is plain AVX2,
+ * and the pragmas below forbid contraction anyway). Rounding to the nearest
+ * integer uses nearest_int's own bit trick, or vroundps where the argument is
+ * provably inside nearest_int's exact range (see kk_qkx, kk_qx). Lanes whose
+ * scalar code would take an early exit compute garbage that is replaced at
+ * the end; lanes whose search would not update are masked. The small
+ * per-super-block tails (scale packing, make_qp_quants on eight or sixteen
+ * values) stay scalar, written in the reference's order.
+ */
+#include "k_kquants.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "k_cpu.h"
+#include "q_blocks.h"
+#include "q_dtype.h"
+#include "q_format.h"
+#include "q_quants.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define KK_X86 1
+#include <immintrin.h>
+#else
+#define KK_X86 0
+#endif
+
+#define KK_EPS 1e-15f
+
+/* ---- scalar pieces shared with the reference (same operation order) ---- */
+
+static inline int kk_imin(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+static inline int kk_imax(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static inline int kk_nint(float f)
+{
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* ggml's f32 -> f16 (every NaN becomes 0x7e00 with its sign). */
+static inline uint16_t kk_f16(float f)
+{
+    if (isnan(f)) {
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        return (uint16_t)(((u >> 16) & 0x8000u) | 0x7e00u);
+    }
+    return q_f32_to_f16(f);
+}
+
+static float kk_sumsq(const float *x)
+{
+    float s = 0;
+    for (int j = 0; j < QK_K; ++j)
+        s += x[j] * x[j];
+    return s;
+}
+
+/* make_qp_quants (scales or mins to 0..nmax with weights qw). */
+static float kk_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *qw)
+{
+    float max = 0;
+    for (int i = 0; i < n; ++i)
+        max = max > x[i] ? max : x[i];
+    if (max < KK_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = nmax / max;
+    for (int i = 0; i < n; ++i)
+        L[i] = (uint8_t)kk_nint(iscale * x[i]);
+    float scale = 1 / iscale;
+    float best_mse = 0;
+    for (int i = 0; i < n; ++i) {
+        float diff = x[i] - scale * L[i];
+        best_mse += qw[i] * diff * diff;
+    }
+    for (int is = -4; is <= 4; ++is) {
+        if (is == 0)
+            continue;
+        float iscale_is = (0.1f * is + nmax) / max;
+        float scale_is = 1 / iscale_is;
+        float mse = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = kk_imin(nmax, kk_nint(iscale_is * x[i]));
+            float diff = x[i] - scale_is * l;
+            mse += qw[i] * diff * diff;
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    float sumlx = 0;
+    float suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = kk_imin(nmax, kk_nint(iscale * x[i]));
+        L[i] = (uint8_t)l;
+        float w = qw[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        int changed = 0;
+        for (int i = 0; i < n; ++i) {
+            float w = qw[i];
+            float slx = sumlx - w * x[i] * L[i];
+            float sl2 = suml2 - w * L[i] * L[i];
+            if (slx > 0 && sl2 > 0) {
+                int nl = kk_imin(nmax, kk_nint(x[i] * sl2 / slx));
+                if (nl != L[i]) {
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (uint8_t)nl;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++changed;
+                    }
+                }
+            }
+        }
+        if (!changed)
+            break;
+    }
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* make_qx_quants with weights qw (Q3_K's search over its sixteen scales). */
+static float kk_make_qx(int n, int nmax, const float *x, int8_t *L, const float *qw)
+{
+    float max = 0;
+    float amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < KK_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = -nmax / max;
+    float sumlx = 0;
+    float suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = kk_imax(-nmax, kk_imin(nmax - 1, kk_nint(iscale * x[i])));
+        L[i] = (int8_t)(l + nmax);
+        float w = qw[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = 0;
+        suml2 = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = kk_imax(-nmax, kk_imin(nmax - 1, kk_nint(iscale * x[i])));
+            float w = qw[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; ++i) {
+                int l = kk_nint(iscale * x[i]);
+                L[i] = (int8_t)(nmax + kk_imax(-nmax, kk_imin(nmax - 1, l)));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+static void kk_k4_put(uint8_t *q, int j, uint8_t ls, uint8_t lm)
+{
+    if (j < 4) {
+        q[j] = ls;
+        q[j + 4] = lm;
+    } else {
+        q[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+        q[j - 4] |= (uint8_t)((ls >> 4) << 6);
+        q[j] |= (uint8_t)((lm >> 4) << 6);
+    }
+}
+
+static void kk_k4_get(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void kk_q3_put(uint8_t *scales, int j, int l)
+{
+    if (j < 8)
+        scales[j] = (uint8_t)(l & 0xF);
+    else
+        scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+    l >>= 4;
+    scales[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
+}
+
+/* Q4_K/Q5_K tail after the sub-block searches: packed 6-bit scales and mins,
+ * d and dmin. sw: per-sub-block weight sums (imatrix path), NULL otherwise. */
+static void kk_k45_tail(int nmax, const float *scales, const float *mins, const float *sw,
+                        uint16_t *d, uint16_t *dmin, uint8_t *packed)
+{
+    memset(packed, 0, K_SCALE_SIZE);
+    if (!sw) {
+        float max_scale = 0;
+        float max_min = 0;
+        for (int j = 0; j < QK_K / 32; ++j) {
+            if (scales[j] > max_scale)
+                max_scale = scales[j];
+            if (mins[j] > max_min)
+                max_min = mins[j];
+        }
+        float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+        float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+        for (int j = 0; j < QK_K / 32; ++j) {
+            uint8_t ls = (uint8_t)kk_nint(inv_scale * scales[j]);
+            uint8_t lm = (uint8_t)kk_nint(inv_min * mins[j]);
+            ls = (uint8_t)kk_imin(63, ls);
+            lm = (uint8_t)kk_imin(63, lm);
+            kk_k4_put(packed, j, ls, lm);
+        }
+        *d = kk_f16(max_scale / 63.f);
+        *dmin = kk_f16(max_min / 63.f);
+        return;
+    }
+    uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
+    float d_block = kk_make_qp(QK_K / 32, 63, scales, Ls, sw);
+    float m_block = kk_make_qp(QK_K / 32, 63, mins, Lm, sw);
+    for (int j = 0; j < QK_K / 32; ++j) {
+        uint8_t ls = Ls[j];
+        uint8_t lm = Lm[j];
+        if (nmax == 31) {
+            ls = (uint8_t)kk_imin(63, ls);
+            lm = (uint8_t)kk_imin(63, lm);
+        }
+        kk_k4_put(packed, j, ls, lm);
+    }
+    *d = kk_f16(d_block);
+    *dmin = kk_f16(m_block);
+}
+
+/* Source of flattened super-block b (row-major over rows of nb blocks). */
+static inline const float *kk_blk(const float *src, int64_t n_per_row, int64_t nb, int64_t b)
+{
+    return src + (b / nb) * n_per_row + (b % nb) * QK_K;
+}
+
+/* How a search's best levels are made, per sub-block: the reference keeps
+ * the level vector of the best trial; the kernels keep that trial's inverse
+ * scale and offset and rebuild the levels only for the sub-blocks whose
+ * stored scale rounds to zero (the only ones whose search levels reach the
+ * block), with the same float operations: clamp(nearest(is * (x - mn))) + bias.
+ * dead: the reference's early exit (all levels 0). */
+typedef struct kk_recipe {
+    float is[16], mn[16];
+    uint8_t dead[16];
+} kk_recipe;
+
+static void kk_recipe_levels(const kk_recipe *r, int s, const float *x, int n, int lo, int hi,
+                             int bias, uint8_t *L)
+{
+    if (r->dead[s]) {
+        memset(L, 0, (size_t)n);
+        return;
+    }
+    for (int i = 0; i < n; ++i)
+        L[i] = (uint8_t)(kk_imax(lo, kk_imin(hi, kk_nint(r->is[s] * (x[i] - r->mn[s])))) + bias);
+}
+
+#if KK_X86
+
+#define KK_AVX2 __attribute__((target("avx2")))
+#define KK_NV 2 /* registers (of eight lanes) per search */
+
+/* Transposes 16 sub-blocks of n floats (sub-block s starts at sb[s]) into
+ * lane order: t[(v * n + i) * 8 + k] = sb[8 * v + k][i]. */
+KK_AVX2 static void kk_transpose(const float *const *sb, int n, float *t)
+{
+    /* 8 × 8 tiles: rows are 8 consecutive values of 8 sub-blocks */
+    for (int v = 0; v < KK_NV; ++v) {
+        for (int i0 = 0; i0 < n; i0 += 8) {
+            __m256 r[8], u[8], q[8];
+            for (int k = 0; k < 8; ++k)
+                r[k] = _mm256_loadu_ps(sb[8 * v + k] + i0);
+            for (int k = 0; k < 8; k += 2) {
+                u[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+                u[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+            }
+            for (int k = 0; k < 8; k += 4) {
+                q[k] = _mm256_shuffle_ps(u[k], u[k + 2], 0x44);
+                q[k + 1] = _mm256_shuffle_ps(u[k], u[k + 2], 0xEE);
+                q[k + 2] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0x44);
+                q[k + 3] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0xEE);
+            }
+            /* q[0..3]: lanes 0-3 of elements i0+{0,1,2,3} (low half) and
+             * i0+{4,5,6,7} (high half); q[4..7] the same for lanes 4-7 */
+            float *o = t + (v * n + i0) * 8;
+            for (int j = 0; j < 4; ++j) {
+                _mm256_store_ps(o + 8 * j, _mm256_permute2f128_ps(q[j], q[j + 4], 0x20));
+                _mm256_store_ps(o + 8 * (j + 4), _mm256_permute2f128_ps(q[j], q[j + 4], 0x31));
+            }
+        }
+    }
+}
+
+KK_AVX2 static inline __m256i kk_vnint(__m256 f)
+{
+    __m256i i = _mm256_castps_si256(_mm256_add_ps(f, _mm256_set1_ps(12582912.f)));
+    return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)),
+                            _mm256_set1_epi32(0x00400000));
+}
+
+KK_AVX2 static inline __m256i kk_vclamp(__m256i l, int lo, int hi)
+{
+    return _mm256_max_epi32(_mm256_set1_epi32(lo), _mm256_min_epi32(_mm256_set1_epi32(hi), l));
+}
+
+KK_AVX2 static inline __m256 kk_vabs(__m256 x)
+{
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+}
+
+/* Writes lane-ordered int32 levels (t as in kk_transpose) plus bias back to
+ * sub-block order: L[s * n + i]. */
+KK_AVX2 static void kk_untranspose(const __m256i *lv, int n, int bias, uint8_t *L)
+{
+    for (int v = 0; v < KK_NV; ++v) {
+        for (int i = 0; i < n; ++i) {
+            int32_t tmp[8];
+            _mm256_storeu_si256((__m256i *)(void *)tmp,
+                                _mm256_add_epi32(lv[v * n + i], _mm256_set1_epi32(bias)));
+            for (int k = 0; k < 8; ++k)
+                L[(8 * v + k) * n + i] = (uint8_t)tmp[k];
+        }
+    }
+}
+
+/* The sums of one search step over 16 lanes: t = iscale * (x - min) with
+ * x - min precomputed in xm, rounded by vroundps (ties to even, what
+ * nearest_int gives for |t| < 2^22); lo and hi say whether some live lane
+ * needs the clamp at 0 or at nmax. Dead lanes (a non-finite iscale) compute
+ * garbage that kk_qkx discards. */
+KK_AVX2 __attribute__((always_inline)) static inline void
+kk_qkx_sums(int n, const float *xt, const float *wt, const __m256 *xm, const __m256 *iscale,
+            __m256 fnmax, bool lo, bool hi, __m256 *La, __m256 *sl, __m256 *sl2, __m256 *sxl)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (int i = 0; i < n; ++i) {
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            const __m256 w = _mm256_load_ps(wt + (v * n + i) * 8);
+            __m256 lf = _mm256_round_ps(_mm256_mul_ps(iscale[v], xm[v * n + i]),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            if (lo)
+                lf = _mm256_max_ps(lf, zero);
+            if (hi)
+                lf = _mm256_min_ps(lf, fnmax);
+            La[v * n + i] = lf;
+            const __m256 wl = _mm256_mul_ps(w, lf);
+            sl[v] = _mm256_add_ps(sl[v], wl);
+            sl2[v] = _mm256_add_ps(sl2[v], _mm256_mul_ps(wl, lf));
+            sxl[v] = _mm256_add_ps(sxl[v], _mm256_mul_ps(wl, x));
+        }
+    }
+}
+
+/* make_qkx2_quants / make_qkx3_quants over 16 sub-blocks of n (<= 32)
+ * lane-ordered values xt with weights wt. Out: scale[16], the_min[16] and the
+ * levels L[s * n + i].
+ *
+ * The trial levels of the search loop are rounded in the float domain:
+ * vroundps (ties to even) gives exactly the integer the reference's
+ * nearest_int extracts from the bits of t + 1.5·2^23 whenever |t| < 2^22, and
+ * the clamp to 0..nmax is the same on floats. Since t = iscale * (x - min)
+ * grows with x, every t of a lane lies between the values at the lane's
+ * smallest and largest x; a step whose bounds leave (-2^22, 2^22) in any live
+ * lane (a subnormal range, a fitted min far above the data) takes the integer
+ * path, which reproduces nearest_int's out-of-range results bit for bit.
+ * The levels of the best trial are not copied at each improvement: the lane
+ * keeps the trial's iscale and min (kk_recipe). */
+KK_AVX2 static void kk_qkx(int n, int nmax, const float *xt, const float *wt, float rmin,
+                           float rdelta, int nstep, bool mad, float *scale_out, float *min_out,
+                           kk_recipe *rec)
+{
+    __m256 La[KK_NV * 32], XM[KK_NV * 32];
+    __m256 mn[KK_NV], mx[KK_NV], lo[KK_NV], sw[KK_NV], sx[KK_NV], mn0[KK_NV], degen[KK_NV];
+    __m256 scale[KK_NV], best[KK_NV], bis[KK_NV], bmn[KK_NV];
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 fnmax = _mm256_set1_ps((float)nmax);
+    const __m256 big = _mm256_set1_ps(4194304.f), nbig = _mm256_set1_ps(-4194304.f);
+    const __m256 fhalf = _mm256_set1_ps((float)nmax + 0.5f);
+
+#pragma GCC unroll 2
+    for (int v = 0; v < KK_NV; ++v) {
+        const float *xv = xt + v * n * 8, *wv = wt + v * n * 8;
+        __m256 x = _mm256_load_ps(xv), w = _mm256_load_ps(wv);
+        mn[v] = x;
+        mx[v] = x;
+        sw[v] = w;
+        sx[v] = _mm256_mul_ps(w, x);
+        for (int i = 1; i < n; ++i) {
+            x = _mm256_load_ps(xv + 8 * i);
+            w = _mm256_load_ps(wv + 8 * i);
+            mn[v] = _mm256_min_ps(x, mn[v]); /* x < min ? x : min */
+            mx[v] = _mm256_max_ps(x, mx[v]); /* x > max ? x : max */
+            sw[v] = _mm256_add_ps(sw[v], w);
+            sx[v] = _mm256_add_ps(sx[v], _mm256_mul_ps(w, x));
+        }
+        lo[v] = mn[v];
+        mn[v] = _mm256_blendv_ps(mn[v], zero, _mm256_cmp_ps(mn[v], zero, _CMP_GT_OQ));
+        mn0[v] = mn[v];
+        degen[v] = _mm256_cmp_ps(mx[v], mn[v], _CMP_LE_OQ);
+        __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(mx[v], mn[v]));
+        scale[v] = _mm256_div_ps(_mm256_set1_ps(1.f), iscale);
+        bis[v] = iscale;
+        bmn[v] = mn[v];
+        best[v] = zero;
+        for (int i = 0; i < n; ++i) {
+            x = _mm256_load_ps(xv + 8 * i);
+            w = _mm256_load_ps(wv + 8 * i);
+            const __m256 xm = _mm256_sub_ps(x, mn[v]);
+            XM[v * n + i] = xm;
+            __m256i l = kk_vclamp(kk_vnint(_mm256_mul_ps(iscale, xm)), 0, nmax);
+            const __m256 lf = _mm256_cvtepi32_ps(l);
+            __m256 d = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[v], lf), mn[v]), x);
+            d = mad ? kk_vabs(d) : _mm256_mul_ps(d, d);
+            best[v] = _mm256_add_ps(best[v], _mm256_mul_ps(w, d));
+        }
+    }
+
+    for (int is = 0; is <= nstep; ++is) {
+        const __m256 num = _mm256_set1_ps(rmin + rdelta * (float)is + (float)nmax);
+        __m256 iscale[KK_NV], sl[KK_NV], sl2[KK_NV], sxl[KK_NV];
+        int outside = 0, clo = 0, chi = 0;
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            iscale[v] = _mm256_div_ps(num, _mm256_sub_ps(mx[v], mn[v]));
+            sl[v] = zero;
+            sl2[v] = zero;
+            sxl[v] = zero;
+            const __m256 tlo = _mm256_mul_ps(iscale[v], _mm256_sub_ps(lo[v], mn[v]));
+            const __m256 thi = _mm256_mul_ps(iscale[v], _mm256_sub_ps(mx[v], mn[v]));
+            const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(tlo, nbig, _CMP_GT_OQ),
+                                            _mm256_cmp_ps(thi, big, _CMP_LT_OQ));
+            outside |= ~_mm256_movemask_ps(_mm256_or_ps(ok, degen[v])) & 0xff;
+            clo |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(tlo, zero, _CMP_GE_OQ), degen[v]))
+                   << (8 * v);
+            chi |=
+                _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(thi, fhalf, _CMP_LT_OQ), degen[v]))
+                << (8 * v);
+        }
+        if (!outside) {
+            /* clamps a lane needs: t < 0 only below a fitted min, t > nmax + 0.5
+             * only for the wider trial scales */
+            const int need_lo = (clo & 0xffff) != 0xffff;
+            const int need_hi = (chi & 0xffff) != 0xffff;
+            if (need_lo && need_hi)
+                kk_qkx_sums(n, xt, wt, XM, iscale, fnmax, true, true, La, sl, sl2, sxl);
+            else if (need_lo)
+                kk_qkx_sums(n, xt, wt, XM, iscale, fnmax, true, false, La, sl, sl2, sxl);
+            else if (need_hi)
+                kk_qkx_sums(n, xt, wt, XM, iscale, fnmax, false, true, La, sl, sl2, sxl);
+            else
+                kk_qkx_sums(n, xt, wt, XM, iscale, fnmax, false, false, La, sl, sl2, sxl);
+        } else {
+            for (int i = 0; i < n; ++i) {
+                for (int v = 0; v < KK_NV; ++v) {
+                    const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+                    const __m256 w = _mm256_load_ps(wt + (v * n + i) * 8);
+                    __m256i l =
+                        kk_vclamp(kk_vnint(_mm256_mul_ps(iscale[v], XM[v * n + i])), 0, nmax);
+                    const __m256 lf = _mm256_cvtepi32_ps(l);
+                    La[v * n + i] = lf;
+                    const __m256 wl = _mm256_mul_ps(w, lf);
+                    sl[v] = _mm256_add_ps(sl[v], wl);
+                    sl2[v] = _mm256_add_ps(sl2[v], _mm256_mul_ps(wl, lf));
+                    sxl[v] = _mm256_add_ps(sxl[v], _mm256_mul_ps(wl, x));
+                }
+            }
+        }
+        __m256 dpos[KK_NV], ts[KK_NV], tm[KK_NV], err[KK_NV];
+        int any = 0;
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            const __m256 D =
+                _mm256_sub_ps(_mm256_mul_ps(sw[v], sl2[v]), _mm256_mul_ps(sl[v], sl[v]));
+            dpos[v] = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+            any |= _mm256_movemask_ps(dpos[v]);
+            ts[v] = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sw[v], sxl[v]), _mm256_mul_ps(sx[v], sl[v])), D);
+            tm[v] = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sl2[v], sx[v]), _mm256_mul_ps(sl[v], sxl[v])), D);
+            const __m256 mpos = _mm256_cmp_ps(tm[v], zero, _CMP_GT_OQ);
+            tm[v] = _mm256_blendv_ps(tm[v], zero, mpos);
+            if (_mm256_movemask_ps(mpos)) /* a fitted min above 0: rare */
+                ts[v] = _mm256_blendv_ps(ts[v], _mm256_div_ps(sxl[v], sl2[v]), mpos);
+            err[v] = zero;
+        }
+        if (!any)
+            continue;
+        if (mad) {
+            for (int i = 0; i < n; ++i) {
+#pragma GCC unroll 2
+                for (int v = 0; v < KK_NV; ++v) {
+                    const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+                    const __m256 w = _mm256_load_ps(wt + (v * n + i) * 8);
+                    __m256 d = _mm256_sub_ps(
+                        _mm256_add_ps(_mm256_mul_ps(ts[v], La[v * n + i]), tm[v]), x);
+                    err[v] = _mm256_add_ps(err[v], _mm256_mul_ps(w, kk_vabs(d)));
+                }
+            }
+        } else {
+            for (int i = 0; i < n; ++i) {
+#pragma GCC unroll 2
+                for (int v = 0; v < KK_NV; ++v) {
+                    const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+                    const __m256 w = _mm256_load_ps(wt + (v * n + i) * 8);
+                    __m256 d = _mm256_sub_ps(
+                        _mm256_add_ps(_mm256_mul_ps(ts[v], La[v * n + i]), tm[v]), x);
+                    err[v] = _mm256_add_ps(err[v], _mm256_mul_ps(w, _mm256_mul_ps(d, d)));
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            const __m256 upd = _mm256_and_ps(dpos[v], _mm256_cmp_ps(err[v], best[v], _CMP_LT_OQ));
+            if (!_mm256_movemask_ps(upd))
+                continue;
+            bis[v] = _mm256_blendv_ps(bis[v], iscale[v], upd);
+            bmn[v] = _mm256_blendv_ps(bmn[v], mn[v], upd);
+            best[v] = _mm256_blendv_ps(best[v], err[v], upd);
+            scale[v] = _mm256_blendv_ps(scale[v], ts[v], upd);
+            mn[v] = _mm256_blendv_ps(mn[v], tm[v], upd);
+            for (int i = 0; i < n; ++i)
+                XM[v * n + i] = _mm256_sub_ps(_mm256_load_ps(xt + (v * n + i) * 8), mn[v]);
+        }
+    }
+
+    for (int v = 0; v < KK_NV; ++v) {
+        _mm256_storeu_ps(scale_out + 8 * v, _mm256_blendv_ps(scale[v], zero, degen[v]));
+        _mm256_storeu_ps(min_out + 8 * v,
+                         _mm256_xor_ps(_mm256_blendv_ps(mn[v], mn0[v], degen[v]), sign));
+        _mm256_storeu_ps(rec->is + 8 * v, bis[v]);
+        _mm256_storeu_ps(rec->mn + 8 * v, bmn[v]);
+        const int m = _mm256_movemask_ps(degen[v]);
+        for (int k = 0; k < 8; ++k)
+            rec->dead[8 * v + k] = (uint8_t)((m >> k) & 1);
+    }
+}
+
+/* max and amax of 16 sub-blocks as make_qx_quants / make_q3_quants find them:
+ * the first element of largest magnitude. */
+KK_AVX2 static void kk_vmaxabs(int n, const float *xt, __m256 *mx, __m256 *degen)
+{
+    const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int v = 0; v < KK_NV; ++v) {
+        __m256 amax = zero, m = zero;
+        for (int i = 0; i < n; ++i) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            const __m256 ax = kk_vabs(x);
+            const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+            amax = _mm256_blendv_ps(amax, ax, gt);
+            m = _mm256_blendv_ps(m, x, gt);
+        }
+        mx[v] = m;
+        degen[v] = _mm256_cmp_ps(amax, _mm256_set1_ps(KK_EPS), _CMP_LT_OQ);
+    }
+}
+
+/* make_qx_quants (rmse_type 1) over 16 sub-blocks of n (<= 16) values;
+ * weights wt, or x² when wt is NULL. Out: scale[16] and the recipe of the
+ * levels (mn 0; L of the reference is clamp(nearest(is * x)) + nmax). A live
+ * lane has amax >= 1e-15, so iscale = c / max is finite and
+ * |iscale * x| <= |c| (1 + 2^-22) < nmax + 1 < 2^22: vroundps (ties to
+ * even) then yields nearest_int's integer, and the clamp is the same on
+ * floats. Dead lanes compute garbage and are replaced at the end. w and w * x
+ * do not depend on the trial scale and are computed once. */
+KK_AVX2 static void kk_qx(int n, int nmax, const float *xt, const float *wt, float *scale_out,
+                          kk_recipe *rec)
+{
+    __m256 W[KK_NV * 16], WX[KK_NV * 16];
+    __m256 mx[KK_NV], degen[KK_NV], scale[KK_NV], best[KK_NV], bis[KK_NV];
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 flo = _mm256_set1_ps((float)-nmax), fhi = _mm256_set1_ps((float)(nmax - 1));
+    kk_vmaxabs(n, xt, mx, degen);
+    for (int v = 0; v < KK_NV; ++v) {
+        scale[v] = zero;
+        best[v] = zero;
+        bis[v] = zero;
+        for (int i = 0; i < n; ++i) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            const __m256 w = wt ? _mm256_load_ps(wt + (v * n + i) * 8) : _mm256_mul_ps(x, x);
+            W[v * n + i] = w;
+            WX[v * n + i] = _mm256_mul_ps(w, x);
+        }
+    }
+
+    for (int is = -10; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        /* is == -10 stands for the first pass, iscale = -nmax / max */
+        const __m256 num = _mm256_set1_ps(is == -10 ? (float)-nmax : -(nmax + 0.1f * is));
+        __m256 iscale[KK_NV], slx[KK_NV], sl2[KK_NV];
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            iscale[v] = _mm256_div_ps(num, mx[v]);
+            slx[v] = zero;
+            sl2[v] = zero;
+        }
+        for (int i = 0; i < n; ++i) {
+#pragma GCC unroll 2
+            for (int v = 0; v < KK_NV; ++v) {
+                const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+                __m256 lf = _mm256_round_ps(_mm256_mul_ps(iscale[v], x),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                lf = _mm256_max_ps(flo, _mm256_min_ps(fhi, lf));
+                slx[v] = _mm256_add_ps(slx[v], _mm256_mul_ps(WX[v * n + i], lf));
+                sl2[v] = _mm256_add_ps(sl2[v], _mm256_mul_ps(_mm256_mul_ps(W[v * n + i], lf), lf));
+            }
+        }
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            if (is == -10) {
+                const __m256 nz = _mm256_cmp_ps(sl2[v], zero, _CMP_NEQ_UQ);
+                scale[v] = _mm256_and_ps(nz, _mm256_div_ps(slx[v], sl2[v]));
+                best[v] = _mm256_mul_ps(scale[v], slx[v]);
+                bis[v] = iscale[v];
+                continue;
+            }
+            const __m256 upd =
+                _mm256_and_ps(_mm256_cmp_ps(sl2[v], zero, _CMP_GT_OQ),
+                              _mm256_cmp_ps(_mm256_mul_ps(slx[v], slx[v]),
+                                            _mm256_mul_ps(best[v], sl2[v]), _CMP_GT_OQ));
+            if (!_mm256_movemask_ps(upd))
+                continue;
+            bis[v] = _mm256_blendv_ps(bis[v], iscale[v], upd);
+            const __m256 ns = _mm256_div_ps(slx[v], sl2[v]);
+            scale[v] = _mm256_blendv_ps(scale[v], ns, upd);
+            best[v] = _mm256_blendv_ps(best[v], _mm256_mul_ps(ns, slx[v]), upd);
+        }
+    }
+    for (int v = 0; v < KK_NV; ++v) {
+        _mm256_storeu_ps(scale_out + 8 * v, _mm256_blendv_ps(scale[v], zero, degen[v]));
+        _mm256_storeu_ps(rec->is + 8 * v, bis[v]);
+        _mm256_storeu_ps(rec->mn + 8 * v, zero);
+        const int m = _mm256_movemask_ps(degen[v]);
+        for (int k = 0; k < 8; ++k)
+            rec->dead[8 * v + k] = (uint8_t)((m >> k) & 1);
+    }
+}
+
+/* make_q3_quants (x²-weighted, with coordinate descent) over 16 sub-blocks of
+ * n values. Out: scale[16] and levels + nmax in L[s * n + i]. A lane whose
+ * pass changes nothing would change nothing in the next pass either, so the
+ * passes continue while any lane changes (at most five). */
+KK_AVX2 static void kk_q3(int n, int nmax, const float *xt, float *scale_out, uint8_t *L)
+{
+    __m256i Lb[KK_NV * 32];
+    __m256 mx[KK_NV], degen[KK_NV], slx[KK_NV], sl2[KK_NV];
+    const __m256 zero = _mm256_setzero_ps();
+    kk_vmaxabs(n, xt, mx, degen);
+#pragma GCC unroll 2
+    for (int v = 0; v < KK_NV; ++v) {
+        const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), mx[v]);
+        slx[v] = zero;
+        sl2[v] = zero;
+        for (int i = 0; i < n; ++i) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            const __m256 w = _mm256_mul_ps(x, x);
+            __m256i l = kk_vclamp(kk_vnint(_mm256_mul_ps(iscale, x)), -nmax, nmax - 1);
+            Lb[v * n + i] = l;
+            const __m256 lf = _mm256_cvtepi32_ps(l);
+            slx[v] = _mm256_add_ps(slx[v], _mm256_mul_ps(_mm256_mul_ps(w, x), lf));
+            sl2[v] = _mm256_add_ps(sl2[v], _mm256_mul_ps(_mm256_mul_ps(w, lf), lf));
+        }
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        int changed = 0;
+        for (int i = 0; i < n; ++i) {
+#pragma GCC unroll 2
+            for (int v = 0; v < KK_NV; ++v) {
+                const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+                const __m256 w = _mm256_mul_ps(x, x);
+                const __m256 wx = _mm256_mul_ps(w, x);
+                const __m256 lf = _mm256_cvtepi32_ps(Lb[v * n + i]);
+                __m256 s1 = _mm256_sub_ps(slx[v], _mm256_mul_ps(wx, lf));
+                const __m256 c1 = _mm256_cmp_ps(s1, zero, _CMP_GT_OQ);
+                __m256 s2 = _mm256_sub_ps(sl2[v], _mm256_mul_ps(_mm256_mul_ps(w, lf), lf));
+                const __m256i nl =
+                    kk_vclamp(kk_vnint(_mm256_div_ps(_mm256_mul_ps(x, s2), s1)), -nmax, nmax - 1);
+                const __m256 ne = _mm256_castsi256_ps(_mm256_xor_si256(
+                    _mm256_cmpeq_epi32(nl, Lb[v * n + i]), _mm256_set1_epi32(-1)));
+                const __m256 nlf = _mm256_cvtepi32_ps(nl);
+                s1 = _mm256_add_ps(s1, _mm256_mul_ps(wx, nlf));
+                s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_mul_ps(w, nlf), nlf));
+                const __m256 better =
+                    _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(s1, s1), sl2[v]),
+                                  _mm256_mul_ps(_mm256_mul_ps(slx[v], slx[v]), s2), _CMP_GT_OQ);
+                const __m256 upd =
+                    _mm256_and_ps(_mm256_and_ps(c1, ne),
+                                  _mm256_and_ps(_mm256_cmp_ps(s2, zero, _CMP_GT_OQ), better));
+                /* branch-free: the updates are data-dependent */
+                changed |= _mm256_movemask_ps(upd);
+                Lb[v * n + i] = _mm256_blendv_epi8(Lb[v * n + i], nl, _mm256_castps_si256(upd));
+                slx[v] = _mm256_blendv_ps(slx[v], s1, upd);
+                sl2[v] = _mm256_blendv_ps(sl2[v], s2, upd);
+            }
+        }
+        if (!changed)
+            break;
+    }
+    const __m256i bias = _mm256_set1_epi32(nmax);
+    for (int v = 0; v < KK_NV; ++v) {
+        const __m256 pos = _mm256_cmp_ps(sl2[v], zero, _CMP_GT_OQ);
+        const __m256 sc = _mm256_and_ps(pos, _mm256_div_ps(slx[v], sl2[v]));
+        _mm256_storeu_ps(scale_out + 8 * v, _mm256_blendv_ps(sc, zero, degen[v]));
+        const __m256i di = _mm256_castps_si256(degen[v]);
+        for (int i = 0; i < n; ++i)
+            Lb[v * n + i] = _mm256_andnot_si256(di, _mm256_add_epi32(Lb[v * n + i], bias));
+    }
+    kk_untranspose(Lb, n, 0, L);
+}
+
+/* Stores 16 (n = 16) or 32 int32 levels in 0..255 (l[0..n/8-1]) as bytes. */
+KK_AVX2 static inline void kk_store_bytes(const __m256i *l, int n, uint8_t *L)
+{
+    if (n == 32) {
+        /* in-lane packs interleave the four vectors by 128-bit halves; the
+         * dword permute puts the 4-byte groups back in order */
+        const __m256i p01 = _mm256_packs_epi32(l[0], l[1]);
+        const __m256i p23 = _mm256_packs_epi32(l[2], l[3]);
+        const __m256i b = _mm256_packus_epi16(p01, p23);
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const __m256i o = _mm256_permutevar8x32_epi32(b, order);
+        _mm256_storeu_si256((__m256i *)(void *)L, o);
+    } else {
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(l[0], l[1]), 0xD8);
+        const __m128i b =
+            _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+        _mm_storeu_si128((__m128i *)(void *)L, b);
+    }
+}
+
+/* Re-rounds n (16 or 32) elements: clamp(nearest((x + dm) / d), lo, hi) + bias
+ * into L (bytes). */
+KK_AVX2 static void kk_requant(const float *x, int n, float d, float dm, int lo, int hi, int bias,
+                               uint8_t *L)
+{
+    const __m256 vd = _mm256_set1_ps(d), vdm = _mm256_set1_ps(dm);
+    __m256i l[4];
+    for (int i = 0; i < n; i += 8) {
+        __m256 q = _mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), vdm), vd);
+        l[i / 8] = _mm256_add_epi32(kk_vclamp(kk_vnint(q), lo, hi), _mm256_set1_epi32(bias));
+    }
+    kk_store_bytes(l, n, L);
+}
+
+/* Same without the offset: clamp(nearest(x / d)) + bias (Q3_K, Q6_K). */
+KK_AVX2 static void kk_requant_sym(const float *x, int n, float d, int lo, int hi, int bias,
+                                   uint8_t *L)
+{
+    const __m256 vd = _mm256_set1_ps(d);
+    __m256i l[4];
+    for (int i = 0; i < n; i += 8) {
+        __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + i), vd);
+        l[i / 8] = _mm256_add_epi32(kk_vclamp(kk_vnint(q), lo, hi), _mm256_set1_epi32(bias));
+    }
+    kk_store_bytes(l, n, L);
+}
+
+/* Four 2-bit planes per 128 levels (0..3): byte l of each 32-byte group holds
+ * elements l, l + 32, l + 64 and l + 96 from its low bits up. Levels <= 3,
+ * so the 16-bit shifts carry nothing across bytes. */
+KK_AVX2 static void kk_2bit_pack(uint8_t *qs, const uint8_t *L)
+{
+    for (int j = 0; j < QK_K; j += 128) {
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k)
+            q[k] = _mm256_loadu_si256((const __m256i *)(const void *)(L + j + 32 * k));
+        const __m256i p01 = _mm256_or_si256(q[0], _mm256_slli_epi16(q[1], 2));
+        const __m256i p23 =
+            _mm256_or_si256(_mm256_slli_epi16(q[2], 4), _mm256_slli_epi16(q[3], 6));
+        const __m256i p = _mm256_or_si256(p01, p23);
+        _mm256_storeu_si256((__m256i *)(void *)(qs + j / 4), p);
+    }
+}
+
+/* Lane-ordered Σx² / 32 → av_x + |x| weights of the Q4_K/Q5_K reference. */
+KK_AVX2 static void kk_w_avx(int n, const float *xt, float *wt)
+{
+    for (int v = 0; v < KK_NV; ++v) {
+        __m256 s = _mm256_setzero_ps();
+        for (int i = 0; i < n; ++i) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            s = _mm256_add_ps(s, _mm256_mul_ps(x, x));
+        }
+        const __m256 av = _mm256_sqrt_ps(_mm256_div_ps(s, _mm256_set1_ps((float)n)));
+        for (int i = 0; i < n; ++i) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            _mm256_store_ps(wt + (v * n + i) * 8, _mm256_add_ps(av, kk_vabs(x)));
+        }
+    }
+}
+
+/* Importance weights qw * sqrt(sigma2 + x²) in lane order, sigma2 per
+ * register (sig[v]), and their per-sub-block sums sw[16] in element order. */
+KK_AVX2 static void kk_w_imat(int n, const float *xt, const float *qt, const float *sig, float *wt,
+                              float *sw)
+{
+    for (int v = 0; v < KK_NV; ++v) {
+        const __m256 s2 = _mm256_set1_ps(sig[v]);
+        __m256 sum = _mm256_setzero_ps();
+        for (int i = 0; i < n; ++i) {
+            const __m256 x = _mm256_load_ps(xt + (v * n + i) * 8);
+            const __m256 q = _mm256_load_ps(qt + (v * n + i) * 8);
+            const __m256 w =
+                _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(x, x))));
+            _mm256_store_ps(wt + (v * n + i) * 8, w);
+            sum = _mm256_add_ps(sum, w);
+        }
+        _mm256_storeu_ps(sw + 8 * v, sum);
+    }
+}
+
+/* Two Q4_K (nmax 15) or Q5_K (nmax 31) super-blocks x[0], x[1] with weights
+ * qw[0], qw[1] (both NULL without imatrix) into out[0], out[1] (q4 or q5). */
+KK_AVX2 static void kk_k45_pair(int nmax, const float *const *x, const float *const *qw,
+                                block_q4_K *o4, block_q5_K *o5)
+{
+    _Alignas(32) float xt[KK_NV * 32 * 8];
+    _Alignas(32) float wt[KK_NV * 32 * 8];
+    float scales[16], mins[16], sw[16];
+    uint8_t L[2 * QK_K];
+    kk_recipe rec;
+    const float *sb[16];
+    for (int s = 0; s < 16; ++s)
+        sb[s] = x[s / 8] + 32 * (s % 8);
+    kk_transpose(sb, 32, xt);
+    if (!qw[0]) {
+        kk_w_avx(32, xt, wt);
+        if (nmax == 15)
+            kk_qkx(32, nmax, xt, wt, -1.f, 0.1f, 20, false, scales, mins, &rec);
+        else
+            kk_qkx(32, nmax, xt, wt, -0.5f, 0.1f, 15, false, scales, mins, &rec);
+    } else {
+        _Alignas(32) float qt[KK_NV * 32 * 8];
+        const float *qb[16];
+        for (int s = 0; s < 16; ++s)
+            qb[s] = qw[s / 8] + 32 * (s % 8);
+        kk_transpose(qb, 32, qt);
+        /* the two Σx² chains in one loop, each in element order */
+        float s0 = 0, s1 = 0;
+        for (int j = 0; j < QK_K; ++j) {
+            s0 += x[0][j] * x[0][j];
+            s1 += x[1][j] * x[1][j];
+        }
+        float sig[2] = {2 * s0 / QK_K, 2 * s1 / QK_K};
+        kk_w_imat(32, xt, qt, sig, wt, sw);
+        kk_qkx(32, nmax, xt, wt, -0.9f, 0.05f, 36, false, scales, mins, &rec);
+    }
+    for (int v = 0; v < 2; ++v) {
+        uint16_t d16, dm16;
+        uint8_t packed[K_SCALE_SIZE];
+        uint8_t *Lv = L + v * QK_K;
+        kk_k45_tail(nmax, scales + 8 * v, mins + 8 * v, qw[0] ? sw + 8 * v : NULL, &d16, &dm16,
+                    packed);
+        const float dall = q_f16_to_f32(d16), mall = q_f16_to_f32(dm16);
+        for (int j = 0; j < QK_K / 32; ++j) {
+            uint8_t sc, m;
+            kk_k4_get(j, packed, &sc, &m);
+            const float d = dall * sc;
+            if (!d) {
+                kk_recipe_levels(&rec, 8 * v + j, x[v] + 32 * j, 32, 0, nmax, 0, Lv + 32 * j);
+                continue;
+            }
+            const float dm = mall * m;
+            kk_requant(x[v] + 32 * j, 32, d, dm, 0, nmax, 0, Lv + 32 * j);
+        }
+        if (o4) {
+            o4[v].d = d16;
+            o4[v].dmin = dm16;
+            memcpy(o4[v].scales, packed, K_SCALE_SIZE);
+            for (int j = 0; j < QK_K; j += 64) { /* levels <= 15: no carry across bytes */
+                const __m256i lo = _mm256_loadu_si256((const __m256i *)(const void *)(Lv + j));
+                const __m256i hi =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(Lv + j + 32));
+                _mm256_storeu_si256((__m256i *)(void *)(o4[v].qs + j / 2),
+                                    _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+            }
+        } else {
+            o5[v].d = d16;
+            o5[v].dmin = dm16;
+            memcpy(o5[v].scales, packed, K_SCALE_SIZE);
+            /* kk_q5_pack in vectors: levels <= 31, signed byte compares work */
+            __m256i qh = _mm256_setzero_si256();
+            const __m256i m4 = _mm256_set1_epi8(0x0F), c15 = _mm256_set1_epi8(15);
+            for (int g = 0; g < QK_K / 64; ++g) {
+                const __m256i a =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(Lv + 64 * g));
+                const __m256i b =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(Lv + 64 * g + 32));
+                qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_cmpgt_epi8(a, c15),
+                                                          _mm256_set1_epi8((char)(1 << (2 * g)))));
+                qh = _mm256_or_si256(qh, _mm256_and_si256(_mm256_cmpgt_epi8(b, c15),
+                                                          _mm256_set1_epi8((char)(2 << (2 * g)))));
+                const __m256i ql = _mm256_or_si256(
+                    _mm256_and_si256(a, m4), _mm256_slli_epi16(_mm256_and_si256(b, m4), 4));
+                _mm256_storeu_si256((__m256i *)(void *)(o5[v].qs + 32 * g), ql);
+            }
+            _mm256_storeu_si256((__m256i *)(void *)o5[v].qh, qh);
+        }
+    }
+}
+
+KK_AVX2 static void kk_q6_block(const float *x, const float *qw, block_q6_K *b)
+{
+    _Alignas(32) float xt[KK_NV * 16 * 8];
+    _Alignas(32) float qt[KK_NV * 16 * 8];
+    float scales[16];
+    uint8_t L[QK_K];
+    kk_recipe rec;
+    const float *sb[16];
+    for (int s = 0; s < 16; ++s)
+        sb[s] = x + 16 * s;
+    kk_transpose(sb, 16, xt);
+    if (qw) {
+        for (int s = 0; s < 16; ++s)
+            sb[s] = qw + 16 * s;
+        kk_transpose(sb, 16, qt);
+    }
+    kk_qx(16, 32, xt, qw ? qt : NULL, scales, &rec);
+
+    float max_scale = 0;
+    float max_abs_scale = 0;
+    for (int ib = 0; ib < QK_K / 16; ++ib) {
+        const float abs_scale = fabsf(scales[ib]);
+        if (abs_scale > max_abs_scale) {
+            max_abs_scale = abs_scale;
+            max_scale = scales[ib];
+        }
+    }
+    memset(b, 0, sizeof *b);
+    if (max_abs_scale < KK_EPS) {
+        b->d = kk_f16(0.f);
+        return;
+    }
+    float iscale = -128.f / max_scale;
+    b->d = kk_f16(1 / iscale);
+    for (int ib = 0; ib < QK_K / 16; ++ib)
+        b->scales[ib] = (int8_t)kk_imin(127, kk_nint(iscale * scales[ib]));
+    const float dall = q_f16_to_f32(b->d);
+    for (int j = 0; j < QK_K / 16; ++j) {
+        float d = dall * b->scales[j];
+        if (!d) {
+            kk_recipe_levels(&rec, j, x + 16 * j, 16, -32, 31, 32, L + 16 * j);
+            continue;
+        }
+        kk_requant_sym(x + 16 * j, 16, d, -32, 31, 32, L + 16 * j);
+    }
+    /* kk_q6_pack with bytes in vectors: levels <= 63, so the 16-bit shifts
+     * carry nothing across bytes once masked */
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int h = 0; h < 2; ++h) {
+        const uint8_t *Lh = L + 128 * h;
+        __m256i q[4], hb[4];
+        for (int k = 0; k < 4; ++k) {
+            q[k] = _mm256_loadu_si256((const __m256i *)(const void *)(Lh + 32 * k));
+            hb[k] = _mm256_and_si256(_mm256_srli_epi16(q[k], 4), m4);
+            q[k] = _mm256_and_si256(q[k], m4);
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(b->ql + 64 * h),
+                            _mm256_or_si256(q[0], _mm256_slli_epi16(q[2], 4)));
+        _mm256_storeu_si256((__m256i *)(void *)(b->ql + 64 * h + 32),
+                            _mm256_or_si256(q[1], _mm256_slli_epi16(q[3], 4)));
+        const __m256i qh = _mm256_or_si256(
+            _mm256_or_si256(hb[0], _mm256_slli_epi16(hb[1], 2)),
+            _mm256_or_si256(_mm256_slli_epi16(hb[2], 4), _mm256_slli_epi16(hb[3], 6)));
+        _mm256_storeu_si256((__m256i *)(void *)(b->qh + 32 * h), qh);
+    }
+}
+
+KK_AVX2 static void kk_q2_block(const float *x, const float *qw, block_q2_K *b)
+{
+    _Alignas(32) float xt[KK_NV * 16 * 8];
+    _Alignas(32) float wt[KK_NV * 16 * 8];
+    float scales[16], mins[16], sw[16];
+    uint8_t L[QK_K];
+    kk_recipe rec;
+    const float *sb[16];
+    for (int s = 0; s < 16; ++s)
+        sb[s] = x + 16 * s;
+    kk_transpose(sb, 16, xt);
+    memset(b, 0, sizeof *b);
+    if (!qw) {
+        for (int k = 0; k < KK_NV * 16 * 8; ++k)
+            wt[k] = fabsf(xt[k]);
+        kk_qkx(16, 3, xt, wt, -0.5f, 0.1f, 15, true, scales, mins, &rec);
+        const float q4scale = 15.f;
+        float max_scale = 0;
+        float max_min = 0;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            if (scales[j] > max_scale)
+                max_scale = scales[j];
+            if (mins[j] > max_min)
+                max_min = mins[j];
+        }
+        if (max_scale > 0) {
+            float iscale = q4scale / max_scale;
+            for (int j = 0; j < QK_K / 16; ++j)
+                b->scales[j] = (uint8_t)kk_nint(iscale * scales[j]);
+            b->d = kk_f16(max_scale / q4scale);
+        } else {
+            b->d = kk_f16(0.f);
+        }
+        if (max_min > 0) {
+            float iscale = q4scale / max_min;
+            for (int j = 0; j < QK_K / 16; ++j) {
+                int l = kk_nint(iscale * mins[j]);
+                b->scales[j] |= (uint8_t)((unsigned)l << 4);
+            }
+            b->dmin = kk_f16(max_min / q4scale);
+        } else {
+            b->dmin = kk_f16(0.f);
+        }
+    } else {
+        _Alignas(32) float qt[KK_NV * 16 * 8];
+        for (int s = 0; s < 16; ++s)
+            sb[s] = qw + 16 * s;
+        kk_transpose(sb, 16, qt);
+        float sig[2];
+        sig[0] = sig[1] = kk_sumsq(x) / QK_K;
+        kk_w_imat(16, xt, qt, sig, wt, sw);
+        kk_qkx(16, 3, xt, wt, -0.9f, 0.05f, 36, false, scales, mins, &rec);
+        uint8_t Ls[16], Lm[16];
+        float dm = kk_make_qp(16, 15, scales, Ls, sw);
+        float mm = kk_make_qp(16, 15, mins, Lm, sw);
+        b->d = kk_f16(dm);
+        b->dmin = kk_f16(mm);
+        for (int j = 0; j < 16; ++j)
+            b->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+    }
+    const float dall = q_f16_to_f32(b->d);
+    const float mall = q_f16_to_f32(b->dmin);
+    for (int j = 0; j < QK_K / 16; ++j) {
+        const float d = dall * (b->scales[j] & 0xF);
+        if (!d) {
+            kk_recipe_levels(&rec, j, x + 16 * j, 16, 0, 3, 0, L + 16 * j);
+            continue;
+        }
+        const float dm = mall * (b->scales[j] >> 4);
+        kk_requant(x + 16 * j, 16, d, dm, 0, 3, 0, L + 16 * j);
+    }
+    kk_2bit_pack(b->qs, L);
+}
+
+KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
+{
+    _Alignas(32) float xt[KK_NV * 16 * 8];
+    float scales[16];
+    uint8_t L[QK_K];
+    kk_recipe rec;
+    const float *sb[16];
+    for (int s = 0; s < 16; ++s)
+        sb[s] = x + 16 * s;
+    kk_transpose(sb, 16, xt);
+    memset(b, 0, sizeof *b);
+    if (!qw) {
+        kk_q3(16, 4, xt, scales, L);
+        float max_scale = 0;
+        float amax = 0;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            float scale = fabsf(scales[j]);
+            if (scale > amax) {
+                amax = scale;
+                max_scale = scales[j];
+            }
+        }
+        if (max_scale) {
+            float iscale = -32.f / max_scale;
+            for (int j = 0; j < QK_K / 16; ++j) {
+                int8_t l = (int8_t)kk_nint(iscale * scales[j]);
+                l = (int8_t)(kk_imax(-32, kk_imin(31, l)) + 32);
+                kk_q3_put(b->scales, j, l);
+            }
+            b->d = kk_f16(1 / iscale);
+        } else {
+            b->d = kk_f16(0.f);
+        }
+    } else {
+        _Alignas(32) float qt[KK_NV * 16 * 8];
+        _Alignas(32) float wt[KK_NV * 16 * 8];
+        float sw[16];
+        for (int s = 0; s < 16; ++s)
+            sb[s] = qw + 16 * s;
+        kk_transpose(sb, 16, qt);
+        float sig[2];
+        sig[0] = sig[1] = 2 * kk_sumsq(x) / QK_K;
+        kk_w_imat(16, xt, qt, sig, wt, sw);
+        kk_qx(16, 4, xt, wt, scales, &rec);
+        int8_t Ls[16];
+        float d_block = kk_make_qx(16, 32, scales, Ls, sw);
+        for (int j = 0; j < 16; ++j)
+            kk_q3_put(b->scales, j, Ls[j]);
+        b->d = kk_f16(d_block);
+    }
+    const float dall = q_f16_to_f32(b->d);
+    for (int j = 0; j < QK_K / 16; ++j) {
+        int8_t sc = (int8_t)(j < 8 ? b->scales[j] & 0xF : b->scales[j - 8] >> 4);
+        sc = (int8_t)((sc | (((b->scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
+        float d = dall * sc;
+        if (!d) {
+            if (qw) /* the reference path's levels are in L already */
+                kk_recipe_levels(&rec, j, x + 16 * j, 16, -4, 3, 4, L + 16 * j);
+            continue;
+        }
+        kk_requant_sym(x + 16 * j, 16, d, -4, 3, 4, L + 16 * j);
+    }
+    /* element 32k + m: bit k of hmask[m] when its level (0..7) exceeds 3 */
+    __m256i hmask = _mm256_setzero_si256();
+    for (int k = 0; k < QK_K / 32; ++k) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(L + 32 * k));
+        const __m256i high = _mm256_cmpgt_epi8(v, _mm256_set1_epi8(3));
+        hmask = _mm256_or_si256(hmask, _mm256_and_si256(high, _mm256_set1_epi8((char)(1 << k))));
+        v = _mm256_sub_epi8(v, _mm256_and_si256(high, _mm256_set1_epi8(4)));
+        _mm256_storeu_si256((__m256i *)(void *)(L + 32 * k), v);
+    }
+    _mm256_storeu_si256((__m256i *)(void *)b->hmask, hmask);
+    kk_2bit_pack(b->qs, L);
+}
+
+/* ---- IQ4_NL: sixteen 32-element blocks per call, one block per lane ---- */
+
+/* Index of the nearest IQ4_NL level of x (upper level on a tie) as the
+ * reference's binary search finds it: compares x + x with the sums of
+ * neighbouring levels (small integers, exact). thr: the 15 sums padded to 16;
+ * NaN compares false everywhere and gives 0, as in the reference. Returns the
+ * index (int32 lanes); *q gets the level as a float. */
+KK_AVX2 __attribute__((always_inline)) static inline __m256i
+kk_iq4_index(__m256 x, const __m256 *thr_lo, const __m256 *thr_hi, __m256 thr7, __m256 thr3,
+             __m256 thr11, __m256 val_lo, __m256 val_hi, __m256 *q)
+{
+    const __m256 x2 = _mm256_add_ps(x, x);
+    /* step 8: threshold 7 */
+    const __m256 m8 = _mm256_cmp_ps(x2, thr7, _CMP_GE_OQ);
+    __m256i idx = _mm256_and_si256(_mm256_castps_si256(m8), _mm256_set1_epi32(8));
+    /* step 4: threshold idx + 3 (3 or 11) */
+    const __m256 t4 = _mm256_blendv_ps(thr3, thr11, m8);
+    idx = _mm256_add_epi32(idx,
+                           _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x2, t4, _CMP_GE_OQ)),
+                                            _mm256_set1_epi32(4)));
+    /* step 2: threshold idx + 1, idx in {0, 4, 8, 12}: table thr_lo[0] holds
+     * thresholds 1, 5, 9, 13 at positions 0..3 */
+    const __m256 t2 = _mm256_permutevar8x32_ps(*thr_lo, _mm256_srli_epi32(idx, 2));
+    idx = _mm256_add_epi32(idx,
+                           _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x2, t2, _CMP_GE_OQ)),
+                                            _mm256_set1_epi32(2)));
+    /* step 1: threshold idx, idx even: thr_hi holds thresholds 0, 2, ..., 14 */
+    const __m256 t1 = _mm256_permutevar8x32_ps(*thr_hi, _mm256_srli_epi32(idx, 1));
+    idx = _mm256_add_epi32(idx,
+                           _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x2, t1, _CMP_GE_OQ)),
+                                            _mm256_set1_epi32(1)));
+    /* idx >= 8 exactly where m8 is set */
+    *q = _mm256_blendv_ps(_mm256_permutevar8x32_ps(val_lo, idx),
+                          _mm256_permutevar8x32_ps(val_hi, idx), m8);
+    return idx;
+}
+
+/* Weighted sums Σ (w·q)·x and Σ (w·q)·q of 16 lanes at inverse scales id. */
+KK_AVX2 __attribute__((always_inline)) static inline void
+kk_iq4_sums(const float *xt, const float *wt, const __m256 *id, const __m256 *tab, __m256 *sqx,
+            __m256 *sq2)
+{
+    for (int v = 0; v < KK_NV; ++v) {
+        sqx[v] = _mm256_setzero_ps();
+        sq2[v] = _mm256_setzero_ps();
+    }
+    for (int j = 0; j < QK4_NL; ++j) {
+#pragma GCC unroll 2
+        for (int v = 0; v < KK_NV; ++v) {
+            const __m256 x = _mm256_load_ps(xt + (v * QK4_NL + j) * 8);
+            const __m256 w = _mm256_load_ps(wt + (v * QK4_NL + j) * 8);
+            __m256 q;
+            (void)kk_iq4_index(_mm256_mul_ps(id[v], x), &tab[0], &tab[1], tab[2], tab[3], tab[4],
+                               tab[5], tab[6], &q);
+            const __m256 wq = _mm256_mul_ps(w, q);
+            sqx[v] = _mm256_add_ps(sqx[v], _mm256_mul_ps(wq, x));
+            sq2[v] = _mm256_add_ps(sq2[v], _mm256_mul_ps(wq, q));
+        }
+    }
+}
+
+/* Sixteen IQ4_NL blocks: block s from xb[s] with weights qb[s] (NULL without
+ * imatrix) into out[s] (18 bytes, no alignment needed). */
+KK_AVX2 static void kk_iq4nl_16(const float *const *xb, const float *const *qb,
+                                uint8_t *const *out)
+{
+    _Alignas(32) float xt[KK_NV * QK4_NL * 8];
+    _Alignas(32) float wt[KK_NV * QK4_NL * 8];
+    const int8_t *vals = q_iq4nl_values;
+    float lo8[8] = {0}, hi8[8], vlo[8], vhi[8];
+    for (int k = 0; k < 4; ++k) /* thresholds 1, 5, 9, 13 */
+        lo8[k] = (float)(vals[4 * k + 1] + vals[4 * k + 2]);
+    for (int k = 0; k < 8; ++k) { /* thresholds 0, 2, ..., 14 */
+        hi8[k] = (float)(vals[2 * k] + vals[2 * k + 1]);
+        vlo[k] = (float)vals[k];
+        vhi[k] = (float)vals[k + 8];
+    }
+    __m256 tab[7];
+    tab[0] = _mm256_loadu_ps(lo8);
+    tab[1] = _mm256_loadu_ps(hi8);
+    tab[2] = _mm256_set1_ps((float)(vals[7] + vals[8]));
+    tab[3] = _mm256_set1_ps((float)(vals[3] + vals[4]));
+    tab[4] = _mm256_set1_ps((float)(vals[11] + vals[12]));
+    tab[5] = _mm256_loadu_ps(vlo);
+    tab[6] = _mm256_loadu_ps(vhi);
+
+    kk_transpose(xb, QK4_NL, xt);
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 mx[KK_NV], degen[KK_NV], d[KK_NV], best[KK_NV];
+    kk_vmaxabs(QK4_NL, xt, mx, degen);
+    if (qb[0]) {
+        _Alignas(32) float qt[KK_NV * QK4_NL * 8];
+        kk_transpose(qb, QK4_NL, qt);
+        for (int v = 0; v < KK_NV; ++v) {
+            __m256 s2 = zero;
+            for (int j = 0; j < QK4_NL; ++j) {
+                const __m256 x = _mm256_load_ps(xt + (v * QK4_NL + j) * 8);
+                s2 = _mm256_add_ps(s2, _mm256_mul_ps(x, x));
+            }
+            s2 = _mm256_mul_ps(s2, _mm256_set1_ps(2.f / QK4_NL));
+            for (int j = 0; j < QK4_NL; ++j) {
+                const int o = (v * QK4_NL + j) * 8;
+                const __m256 x = _mm256_load_ps(xt + o);
+                _mm256_store_ps(
+                    wt + o, _mm256_mul_ps(_mm256_load_ps(qt + o),
+                                          _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(x, x)))));
+            }
+        }
+    } else {
+        for (int k = 0; k < KK_NV * QK4_NL * 8; ++k)
+            wt[k] = xt[k] * xt[k];
+    }
+
+    /* first pass at d = -max / v0, then 15 trial inverse scales (itry + v0) / max
+     */
+    const float v0 = (float)vals[0];
+    __m256 id[KK_NV], sqx[KK_NV], sq2[KK_NV];
+    for (int v = 0; v < KK_NV; ++v) {
+        const __m256 d0 =
+            _mm256_div_ps(_mm256_xor_ps(mx[v], _mm256_set1_ps(-0.0f)), _mm256_set1_ps(v0));
+        id[v] = _mm256_div_ps(_mm256_set1_ps(1.f), d0);
+    }
+    kk_iq4_sums(xt, wt, id, tab, sqx, sq2);
+    for (int v = 0; v < KK_NV; ++v) {
+        const __m256 pos = _mm256_cmp_ps(sq2[v], zero, _CMP_GT_OQ);
+        d[v] = _mm256_and_ps(pos, _mm256_div_ps(sqx[v], sq2[v]));
+        best[v] = _mm256_mul_ps(d[v], sqx[v]);
+    }
+    for (int itry = -7; itry <= 7; ++itry) {
+        const __m256 num = _mm256_set1_ps((float)(itry + vals[0]));
+        for (int v = 0; v < KK_NV; ++v)
+            id[v] = _mm256_div_ps(num, mx[v]);
+        kk_iq4_sums(xt, wt, id, tab, sqx, sq2);
+        for (int v = 0; v < KK_NV; ++v) {
+            const __m256 upd =
+                _mm256_and_ps(_mm256_cmp_ps(sq2[v], zero, _CMP_GT_OQ),
+                              _mm256_cmp_ps(_mm256_mul_ps(sqx[v], sqx[v]),
+                                            _mm256_mul_ps(best[v], sq2[v]), _CMP_GT_OQ));
+            const __m256 nd = _mm256_div_ps(sqx[v], sq2[v]);
+            d[v] = _mm256_blendv_ps(d[v], nd, upd);
+            best[v] = _mm256_blendv_ps(best[v], _mm256_mul_ps(nd, sqx[v]), upd);
+        }
+    }
+
+    /* final levels at id = 1 / d (0 for d == 0, also for all-zero blocks) */
+    for (int v = 0; v < KK_NV; ++v) {
+        const __m256 dd = _mm256_andnot_ps(degen[v], d[v]);
+        const __m256 nz = _mm256_cmp_ps(dd, zero, _CMP_NEQ_UQ);
+        const __m256 idv = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.f), dd));
+        float dv[8];
+        _mm256_storeu_ps(dv, dd);
+        __m256i Li[QK4_NL];
+        for (int j = 0; j < QK4_NL; ++j) {
+            __m256 q;
+            Li[j] = kk_iq4_index(_mm256_mul_ps(idv, _mm256_load_ps(xt + (v * QK4_NL + j) * 8)),
+                                 &tab[0], &tab[1], tab[2], tab[3], tab[4], tab[5], tab[6], &q);
+        }
+        for (int k = 0; k < 8; ++k) {
+            uint8_t *o = out[8 * v + k];
+            if (!o)
+                continue;
+            int32_t lv[QK4_NL];
+            for (int j = 0; j < QK4_NL; ++j) {
+                int32_t tmp[8];
+                _mm256_storeu_si256((__m256i *)(void *)tmp, Li[j]);
+                lv[j] = tmp[k];
+            }
+            const uint16_t h = q_f32_to_f16(dv[k]);
+            memcpy(o + offsetof(block_iq4_nl, d), &h, sizeof h);
+            for (int j = 0; j < QK4_NL / 2; ++j)
+                o[offsetof(block_iq4_nl, qs) + j] = (uint8_t)(lv[j] | (lv[j + QK4_NL / 2] << 4));
+        }
+    }
+}
+
+static bool kk_simd(void)
+{
+    return k_cpu_get()->avx2;
+}
+
+#else /* !KK_X86 */
+
+static bool kk_simd(void)
+{
+    return false;
+}
+
+#endif
+
+/* ---- public entry points ---- */
+
+static size_t kk_k45(int nmax, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                     const float *imatrix)
+{
+    const int64_t nb = n_per_row / QK_K;
+    const int64_t total = nrows * nb;
+    const size_t bsz = nmax == 15 ? sizeof(block_q4_K) : sizeof(block_q5_K);
+#if KK_X86
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < total; b += 2) {
+        const int64_t b1 = b + 1 < total ? b + 1 : b;
+        const float *x[2] = {kk_blk(src, n_per_row, nb, b), kk_blk(src, n_per_row, nb, b1)};
+        const float *qw[2] = {NULL, NULL};
+        if (imatrix) {
+            qw[0] = imatrix + (b % nb) * QK_K;
+            qw[1] = imatrix + (b1 % nb) * QK_K;
+        }
+        const size_t cnt = b1 > b ? 2 : 1;
+        if (nmax == 15) {
+            block_q4_K o[2];
+            kk_k45_pair(nmax, x, qw, o, NULL);
+            memcpy(out + (size_t)b * bsz, o, cnt * bsz);
+        } else {
+            block_q5_K o[2];
+            kk_k45_pair(nmax, x, qw, NULL, o);
+            memcpy(out + (size_t)b * bsz, o, cnt * bsz);
+        }
+    }
+#else
+    (void)src;
+    (void)dst;
+    (void)imatrix;
+#endif
+    return (size_t)total * bsz;
+}
+
+/* One super-block at a time (Q2_K, Q3_K, Q6_K: sixteen sub-blocks each). */
+#define KK_EACH_BLOCK(BLOCK_T, blockfn)                                                           \
+    do {                                                                                          \
+        const int64_t nb = n_per_row / QK_K;                                                      \
+        const int64_t total = nrows * nb;                                                         \
+        uint8_t *out = dst;                                                                       \
+        for (int64_t b = 0; b < total; ++b) {                                                     \
+            BLOCK_T blk;                                                                          \
+            blockfn(kk_blk(src, n_per_row, nb, b), imatrix ? imatrix + (b % nb) * QK_K : NULL,    \
+                    &blk);                                                                        \
+            memcpy(out + (size_t)b * sizeof blk, &blk, sizeof blk);                               \
+        }                                                                                         \
+        return (size_t)total * sizeof(BLOCK_T);                                                   \
+    } while (0)
+
+size_t k_quantize_q4_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    if (!kk_simd())
+        return q_quantize_q4_k(src, dst, nrows, n_per_row, imatrix);
+    return kk_k45(15, src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q5_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    if (!kk_simd())
+        return q_quantize_q5_k(src, dst, nrows, n_per_row, imatrix);
+    return kk_k45(31, src, dst, nrows, n_per_row, imatrix);
+}
+
+size_t k_quantize_q6_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    if (!kk_simd())
+        return q_quantize_q6_k(src, dst, nrows, n_per_row, imatrix);
+#if KK_X86
+    KK_EACH_BLOCK(block_q6_K, kk_q6_block);
+#else
+    return 0;
+#endif
+}
+
+size_t k_quantize_q2_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    if (!kk_simd())
+        return q_quantize_q2_k(src, dst, nrows, n_per_row, imatrix);
+#if KK_X86
+    KK_EACH_BLOCK(block_q2_K, kk_q2_block);
+#else
+    return 0;
+#endif
+}
+
+size_t k_quantize_q3_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                       const float *imatrix)
+{
+    if (!kk_simd())
+        return q_quantize_q3_k(src, dst, nrows, n_per_row, imatrix);
+#if KK_X86
+    KK_EACH_BLOCK(block_q3_K, kk_q3_block);
+#else
+    return 0;
+#endif
+}
+
+size_t k_quantize_iq4_nl(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                         const float *imatrix)
+{
+    if (!kk_simd())
+        return q_quantize_iq4_nl(src, dst, nrows, n_per_row, imatrix);
+    if (nrows < 0 || n_per_row <= 0 || n_per_row % QK4_NL != 0)
+        return 0;
+    const int64_t nb = n_per_row / QK4_NL;
+    const int64_t total = nrows * nb;
+#if KK_X86
+    uint8_t *o = dst;
+    for (int64_t b = 0; b < total; b += 16) {
+        const float *xb[16], *qb[16];
+        uint8_t *out[16];
+        for (int s = 0; s < 16; ++s) {
+            const int64_t bb = b + s < total ? b + s : total - 1;
+            xb[s] = src + (bb / nb) * n_per_row + (bb % nb) * QK4_NL;
+            qb[s] = imatrix ? imatrix + (bb % nb) * QK4_NL : NULL;
+            out[s] = b + s < total ? o + (b + s) * (int64_t)sizeof(block_iq4_nl) : NULL;
+        }
+        kk_iq4nl_16(xb, qb, out);
+    }
+#else
+    (void)src;
+    (void)dst;
+    (void)imatrix;
+#endif
+    return (size_t)total * sizeof(block_iq4_nl);
+}
+
+void k_kquants_register(void)
+{
+    if (!kk_simd())
+        return;
+    q_format_set_fast(Q_FMT_Q4_K, k_quantize_q4_k);
+    q_format_set_fast(Q_FMT_Q5_K, k_quantize_q5_k);
+    q_format_set_fast(Q_FMT_Q6_K, k_quantize_q6_k);
+    q_format_set_fast(Q_FMT_Q3_K, k_quantize_q3_k);
+    q_format_set_fast(Q_FMT_Q2_K, k_quantize_q2_k);
+    q_format_set_fast(Q_FMT_IQ4_NL, k_quantize_iq4_nl);
+}

@@ -1,0 +1,400 @@
+/* k_preview.c — progressive, cancellable preview of one tensor in one format
+ * on the fused kernels (see k_preview.h for the contract and the statistics). */
+#include "k_preview.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "k_fused.h"
+#include "q_dtype.h"
+
+/* Values per row block: small enough that one block (and so a cancel) takes
+ * well under 5 ms for the slowest reference quantizer, large enough that the
+ * per-block accumulators cost nothing. Fixed, so results never depend on the
+ * thread count. */
+#define KP_BLOCK_VALUES 65536
+#define KP_SAMPLE_VALUES 262144
+/* Formats on the generic path (k-quants, iq4_nl, weighted searches) cost up
+ * to ~100 ns a value on the scalar references: a smaller sample and probe keep
+ * the first estimate near 10 ms. */
+#define KP_SAMPLE_VALUES_SLOW 16384
+#define KP_SAMPLE_MIN_SLOW 8
+#define KP_PROBE_VALUES_SLOW 8192
+#define KP_SAMPLE_MIN 16
+#define KP_SAMPLE_MAX 256
+
+typedef struct kp_job {
+    const k_preview_req *req;
+    const q_tensor *t;
+    k_fq fq;
+    int64_t rows, cols, block_rows;
+    bool direct; /* f32 rows read in place from the mapping */
+    bool simd;
+} kp_job;
+
+/* Per-thread scratch. */
+typedef struct kp_tls {
+    float *xbuf; /* block_rows × cols (converted rows) */
+    float *sbuf; /* cols (scrubbed row) */
+    float *ybuf; /* cols (fake-quantized row) */
+    void *qbuf;  /* row_bytes (quantized row for ggml formats) */
+} kp_tls;
+
+static double kp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool kp_cancelled(const kp_job *j)
+{
+    return j->req->cancel && atomic_load_explicit(j->req->cancel, memory_order_relaxed);
+}
+
+static const float *kp_weights(const kp_job *j, int64_t row)
+{
+    const k_preview_req *q = j->req;
+    if (!q->imatrix)
+        return NULL;
+    if (q->imatrix_n_mat <= 1 || q->imatrix_rows <= 0)
+        return q->imatrix;
+    int64_t mat = row / q->imatrix_rows;
+    return mat < q->imatrix_n_mat ? q->imatrix + mat * j->cols : NULL;
+}
+
+static void kp_tls_free(kp_tls *s)
+{
+    free(s->xbuf);
+    free(s->sbuf);
+    free(s->ybuf);
+    free(s->qbuf);
+    memset(s, 0, sizeof *s);
+}
+
+static bool kp_tls_alloc(const kp_job *j, kp_tls *s)
+{
+    memset(s, 0, sizeof *s);
+    size_t c = (size_t)j->cols;
+    s->xbuf = j->direct ? NULL : malloc((size_t)j->block_rows * c * sizeof(float));
+    s->sbuf = malloc(c * sizeof(float));
+    s->ybuf = malloc(c * sizeof(float));
+    s->qbuf = malloc(j->fq.row_bytes > 0 ? j->fq.row_bytes : 1);
+    if ((!j->direct && !s->xbuf) || !s->sbuf || !s->ybuf || !s->qbuf) {
+        kp_tls_free(s);
+        return false;
+    }
+    return true;
+}
+
+/* Source values of rows [r0, r0+n) (n ≤ block_rows): in place or converted. */
+static q_status kp_rows(const kp_job *j, kp_tls *s, int64_t r0, int64_t n, const float **x,
+                        q_err *err)
+{
+    if (j->direct) {
+        *x = (const float *)(const void *)(j->t->data + (size_t)(r0 * j->cols) * sizeof(float));
+        return Q_OK;
+    }
+    *x = s->xbuf;
+    return q_tensor_read_rows(j->t, r0, n, s->xbuf, err);
+}
+
+/* Measures rows [r0, r0+n) into acc (initialised by the caller). With per_row
+ * (n == 1 only), the caller reads the row's own sums from acc. */
+static q_status kp_measure(const kp_job *j, kp_tls *s, int64_t r0, int64_t n, q_metrics_acc *acc,
+                           int64_t *bad, q_err *err)
+{
+    const float *x0;
+    q_status st = kp_rows(j, s, r0, n, &x0, err);
+    if (st != Q_OK)
+        return st;
+    const bool search = j->req->method == Q_METHOD_WSEARCH;
+    for (int64_t i = 0; i < n; i++) {
+        if (kp_cancelled(j))
+            return Q_ECANCELLED;
+        const float *x = x0 + i * j->cols;
+        int64_t b = k_scrub_row(x, s->sbuf, j->cols, j->simd);
+        if (b) {
+            *bad += b;
+            x = s->sbuf;
+        }
+        const float *w = kp_weights(j, r0 + i);
+        k_fq_row(&j->fq, x, s->ybuf, search ? w : NULL, s->qbuf);
+        k_acc_row(acc, x, s->ybuf, j->cols, w, j->simd);
+    }
+    return Q_OK;
+}
+
+/* Min/max of the finite values of rows [r0, r0+n) (per-tensor grids). */
+static q_status kp_range(const kp_job *j, kp_tls *s, int64_t r0, int64_t n, q_fq_ctx *ctx,
+                         q_err *err)
+{
+    const float *x;
+    q_status st = kp_rows(j, s, r0, n, &x, err);
+    if (st == Q_OK)
+        q_fmt_prepare(&j->fq.spec, x, n * j->cols, ctx);
+    return st;
+}
+
+typedef enum kp_pass { KP_PREPARE, KP_MEASURE } kp_pass;
+
+/* Runs one pass over row blocks [b0, b1) in parallel. MEASURE: accs[b - b0]
+ * (initialised here with hist_range) and bad[b - b0]; PREPARE: ctxs[b - b0].
+ * rows_of: NULL for consecutive blocks of block_rows, else the row of each
+ * "block" (one row each, the sample). */
+static q_status kp_pass_run(const kp_job *j, kp_pass pass, int64_t nb, const int64_t *rows_of,
+                            double hist_range, q_metrics_acc *accs, int64_t *bad,
+                            q_fq_ctx *ctxs, q_err *err)
+{
+    atomic_int failed = 0;
+    int nt = j->req->threads > 0 ? j->req->threads : omp_get_max_threads();
+    if (nt > nb)
+        nt = nb > 0 ? (int)nb : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        kp_tls s;
+        q_err lerr = {{0}};
+        bool ok = kp_tls_alloc(j, &s);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nb; b++) {
+            if (atomic_load_explicit(&failed, memory_order_relaxed))
+                continue;
+            int64_t r0 = rows_of ? rows_of[b] : b * j->block_rows;
+            int64_t left = j->rows - r0;
+            int64_t n = rows_of ? 1 : (left < j->block_rows ? left : j->block_rows);
+            q_status st;
+            if (!ok) {
+                st = q_fail(&lerr, Q_ENOMEM, "%s: out of memory", j->t->name);
+            } else if (kp_cancelled(j)) {
+                st = Q_ECANCELLED;
+            } else if (pass == KP_PREPARE) {
+                st = kp_range(j, &s, r0, n, &ctxs[b], &lerr);
+            } else {
+                q_metrics_init(&accs[b], hist_range);
+                bad[b] = 0;
+                st = kp_measure(j, &s, r0, n, &accs[b], &bad[b], &lerr);
+            }
+            if (st != Q_OK) {
+#pragma omp critical(kp_err)
+                if (!atomic_load(&failed)) {
+                    if (err && st != Q_ECANCELLED)
+                        *err = lerr;
+                    atomic_store(&failed, (int)st);
+                }
+            }
+        }
+        kp_tls_free(&s);
+    }
+    q_status st = (q_status)atomic_load(&failed);
+    if (st == Q_ECANCELLED || (st == Q_OK && kp_cancelled(j)))
+        return q_fail(err, Q_ECANCELLED, "cancelled");
+    return st;
+}
+
+static void kp_result(k_preview_result *r, const q_metrics_acc *acc, int64_t rows_done,
+                      int64_t bad, bool exact, double t0)
+{
+    memset(r, 0, sizeof *r);
+    r->exact = exact;
+    r->rows_done = rows_done;
+    r->acc = *acc;
+    q_metrics_finish(acc, &r->metrics);
+    r->rel_rmse_lo = r->rel_rmse_hi = r->metrics.rel_rmse;
+    r->sqnr_lo_db = r->sqnr_hi_db = r->metrics.sqnr_db;
+    r->n_nonfinite = bad;
+    r->seconds = kp_now() - t0;
+}
+
+/* The band of a sampled estimate (k_preview.h: ratio estimator). */
+static void kp_band(k_preview_result *r, const q_metrics_acc *row_accs, int64_t n, int64_t N)
+{
+    double se = 0, sw = 0;
+    for (int64_t i = 0; i < n; i++) {
+        se += row_accs[i].sum_e2;
+        sw += row_accs[i].sum_w2;
+    }
+    if (n < 2 || sw <= 0)
+        return;
+    double R = se / sw, ss = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = row_accs[i].sum_e2 - R * row_accs[i].sum_w2;
+        ss += d * d;
+    }
+    double wbar = sw / (double)n, f = (double)n / (double)N;
+    double var = (1.0 - f) * (ss / (double)(n - 1)) / ((double)n * wbar * wbar);
+    double h = 1.96 * sqrt(var > 0 ? var : 0);
+    double lo = R - h > 0 ? R - h : 0, hi = R + h;
+    r->rel_rmse_lo = sqrt(lo);
+    r->rel_rmse_hi = sqrt(hi);
+    r->sqnr_lo_db = hi > 0 ? -10.0 * log10(hi) : INFINITY;
+    r->sqnr_hi_db = lo > 0 ? -10.0 * log10(lo) : INFINITY;
+}
+
+static void kp_merge(q_metrics_acc *out, double range, const q_metrics_acc *accs,
+                     const int64_t *bad, int64_t nb, int64_t *bad_total)
+{
+    q_metrics_init(out, range);
+    *bad_total = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        q_metrics_merge(out, &accs[b]);
+        *bad_total += bad[b];
+    }
+}
+
+q_status k_preview_tensor(const k_preview_req *req, k_preview_cb cb, void *user,
+                          k_preview_result *final, q_err *err)
+{
+    const double t0 = kp_now();
+    const q_tensor *t = req->tensor;
+    kp_job j = {.req = req, .t = t, .rows = t->rows, .cols = t->cols};
+    q_metrics_acc *accs = NULL;
+    int64_t *bad = NULL, *srows = NULL;
+    q_fq_ctx *ctxs = NULL;
+    if (t->rows <= 0 || t->cols <= 0)
+        return q_fail(err, Q_EUSAGE, "%s: empty tensor", t->name);
+    if (!t->readable)
+        return q_fail(err, Q_EDATA, "%s: cannot read type %s", t->name, q_dtype_name(t->dtype));
+    q_status st = k_fq_init(&j.fq, &req->fmt, t->cols, req->force_scalar, err);
+    if (st != Q_OK)
+        return st;
+    j.simd = j.fq.simd;
+    j.block_rows = KP_BLOCK_VALUES / t->cols > 0 ? KP_BLOCK_VALUES / t->cols : 1;
+    j.direct = t->dtype == Q_DT_F32 && t->data && ((uintptr_t)t->data % sizeof(float)) == 0 &&
+               __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+    const int64_t nb = (t->rows + j.block_rows - 1) / j.block_rows;
+    /* Fused kernels only serve round-to-nearest (q8_0 ignores importance). */
+    const bool slow = !j.fq.fused || (req->method == Q_METHOD_WSEARCH && req->imatrix &&
+                                      req->fmt.id != Q_FMT_Q8_0);
+    accs = calloc((size_t)nb, sizeof *accs);
+    bad = calloc((size_t)nb, sizeof *bad);
+    if (!accs || !bad) {
+        st = q_fail(err, Q_ENOMEM, "%s: out of memory", t->name);
+        goto done;
+    }
+    /* Per-tensor grids: the tensor's range first. */
+    if (q_fmt_needs_prepare(&req->fmt)) {
+        ctxs = calloc((size_t)nb, sizeof *ctxs);
+        if (!ctxs) {
+            st = q_fail(err, Q_ENOMEM, "%s: out of memory", t->name);
+            goto done;
+        }
+        st = kp_pass_run(&j, KP_PREPARE, nb, NULL, 0, NULL, NULL, ctxs, err);
+        if (st != Q_OK)
+            goto done;
+        for (int64_t b = 0; b < nb; b++)
+            q_fq_ctx_merge(&j.fq.ctx, &ctxs[b]);
+        if (!j.fq.ctx.ready)
+            j.fq.ctx.ready = true;
+    }
+    /* Histogram range: given, or from a probe of the first rows. */
+    double range = req->hist_range > 0 ? req->hist_range : 0;
+    if (range <= 0) {
+        int64_t slow_rows = KP_PROBE_VALUES_SLOW / t->cols;
+        slow_rows = slow_rows > 0 ? slow_rows : 1;
+        int64_t pr = req->hist_probe_rows > 0 ? req->hist_probe_rows
+                     : slow                   ? slow_rows
+                                              : j.block_rows;
+        if (pr > t->rows)
+            pr = t->rows;
+        /* one row per work item, so that even a probe of two rows is parallel */
+        q_metrics_acc *pacc = calloc((size_t)pr, sizeof *pacc);
+        int64_t *pbad = calloc((size_t)pr, sizeof *pbad);
+        int64_t *prow = malloc((size_t)pr * sizeof *prow);
+        if (pacc && pbad && prow) {
+            for (int64_t i = 0; i < pr; i++)
+                prow[i] = i;
+            st = kp_pass_run(&j, KP_MEASURE, pr, prow, 0, pacc, pbad, NULL, err);
+        } else {
+            st = q_fail(err, Q_ENOMEM, "%s: out of memory", t->name);
+        }
+        double mx = 0;
+        for (int64_t b = 0; st == Q_OK && b < pr; b++) /* NaN wins, as in q_metrics */
+            mx = isnan(pacc[b].max_abs) || pacc[b].max_abs > mx ? pacc[b].max_abs : mx;
+        free(pacc);
+        free(pbad);
+        free(prow);
+        if (st != Q_OK)
+            goto done;
+        range = mx > 0 ? 1.25 * mx : 0;
+    }
+    /* Estimate from evenly spaced rows. */
+    int64_t ns = (slow ? KP_SAMPLE_VALUES_SLOW : KP_SAMPLE_VALUES) / t->cols;
+    const int64_t ns_min = slow ? KP_SAMPLE_MIN_SLOW : KP_SAMPLE_MIN;
+    ns = ns < ns_min ? ns_min : ns > KP_SAMPLE_MAX ? KP_SAMPLE_MAX : ns;
+    if (!req->skip_estimate && cb && ns * 2 <= t->rows) {
+        q_metrics_acc *racc = calloc((size_t)ns, sizeof *racc);
+        int64_t *rbad = calloc((size_t)ns, sizeof *rbad);
+        srows = malloc((size_t)ns * sizeof *srows);
+        if (!racc || !rbad || !srows) {
+            free(racc);
+            free(rbad);
+            st = q_fail(err, Q_ENOMEM, "%s: out of memory", t->name);
+            goto done;
+        }
+        for (int64_t i = 0; i < ns; i++)
+            srows[i] = (int64_t)(((double)i + 0.5) * (double)t->rows / (double)ns);
+        st = kp_pass_run(&j, KP_MEASURE, ns, srows, range, racc, rbad, NULL, err);
+        if (st == Q_OK) {
+            q_metrics_acc sacc;
+            int64_t sbad;
+            k_preview_result est;
+            kp_merge(&sacc, range, racc, rbad, ns, &sbad);
+            kp_result(&est, &sacc, ns, sbad, false, t0);
+            kp_band(&est, racc, ns, t->rows);
+            cb(user, &est);
+        }
+        free(racc);
+        free(rbad);
+        if (st != Q_OK)
+            goto done;
+    }
+    /* Exact figures over every row. */
+    st = kp_pass_run(&j, KP_MEASURE, nb, NULL, range, accs, bad, NULL, err);
+    if (st != Q_OK)
+        goto done;
+    {
+        q_metrics_acc acc;
+        int64_t total_bad;
+        k_preview_result res;
+        kp_merge(&acc, range, accs, bad, nb, &total_bad);
+        kp_result(&res, &acc, t->rows, total_bad, true, t0);
+        if (cb)
+            cb(user, &res);
+        if (final)
+            *final = res;
+    }
+done:
+    free(accs);
+    free(bad);
+    free(ctxs);
+    free(srows);
+    return st;
+}
+
+q_status k_preview_hook(const q_tensor_preview_args *a, q_tensor_report *rep, q_err *err)
+{
+    k_preview_req req = {
+        .model = a->model,
+        .tensor = a->tensor,
+        .fmt = a->res->fmt,
+        .method = a->res->method,
+        .imatrix = a->imatrix,
+        .cancel = a->cancel,
+        .skip_estimate = true,
+        .imatrix_n_mat = a->imatrix_n_mat,
+        .imatrix_rows = a->imatrix_rows,
+        .hist_probe_rows = a->hist_probe_rows,
+    };
+    k_preview_result r;
+    q_status st = k_preview_tensor(&req, NULL, NULL, &r, err);
+    if (st != Q_OK)
+        return st;
+    rep->acc = r.acc;
+    rep->metrics = r.metrics;
+    rep->n_nonfinite = r.n_nonfinite;
+    rep->have_metrics = true;
+    return Q_OK;
+}

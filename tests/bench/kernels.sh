@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Benchmark of the live preview kernels (issue "Fast kernels"): for a generated
+# 4096×4096 f32 tensor, per format: scalar reference (1 thread), fast exact
+# preview at 1 and 2 threads, GB/s, % of the read bandwidth tool_stream measures
+# in this same run, speedup, time to the first estimate, and the targets.
+# Standalone: run from the repository root after `make qtune tools`.
+# Options are passed to tool_bench_kernels (--rows, --cols, --formats).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STREAM=build/tests/tool_stream
+BENCH=build/tests/tool_bench_kernels
+for t in "$STREAM" "$BENCH"; do
+    [ -x "$t" ] || { echo "kernels.sh: $t missing (run make tools)" >&2; exit 1; }
+done
+echo "== preview kernels: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+bw=$($STREAM 1024 2 | sed -E 's/read_GBps=([0-9.]+).*/\1/')
+echo "read bandwidth (tool_stream, 1 GiB, 2 threads): $bw GB/s"
+$BENCH --bw "$bw" "$@"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,298 @@
+/* test_kquants_fast.c — kernels/k_kquants.c against the scalar references.
+ *
+ * For Q2_K..Q6_K and IQ4_NL, with and without an importance matrix, the fast
+ * blocks must equal q_quantize_<type>'s blocks byte for byte (memcmp, tolerance
+ * zero) on fixed-seed rows of several kinds: normal, Student-t (3 degrees of
+ * freedom), outlier-heavy, sparse (whole sub-blocks zero), all-zero, constant,
+ * tiny (2e-20, below the searches' 1e-15 cut-off), huge (1e6, past f16's range
+ * for the scales), subnormal, and mixed (every 32 elements of another kind;
+ * the neighbouring regimes drive the kernels' integer-rounding fallback).
+ * Each kind is 32 rows × 4096 (512 super-blocks), plus an odd shape (3 × 768)
+ * for the pairing of Q4_K/Q5_K super-blocks and the groups of sixteen IQ4_NL
+ * blocks. The test fails on the first differing block. A child process
+ * with QTUNE_NO_SIMD=1 checks the scalar fallback the same way, and that
+ * k_kquants_register then leaves the references installed.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "k_cpu.h"
+#include "k_kquants.h"
+#include "q_blocks.h"
+#include "q_format.h"
+#include "q_quants.h"
+
+typedef size_t (*tf_fn)(const float *, void *, int64_t, int64_t, const float *);
+
+typedef struct tf_type {
+    const char *name;
+    q_format_id id;
+    tf_fn ref, fast;
+    size_t block; /* bytes per block */
+    int64_t blck; /* elements per block */
+} tf_type;
+
+static const tf_type TF_TYPES[] = {
+    {"q4_k", Q_FMT_Q4_K, q_quantize_q4_k, k_quantize_q4_k, sizeof(block_q4_K), QK_K},
+    {"q6_k", Q_FMT_Q6_K, q_quantize_q6_k, k_quantize_q6_k, sizeof(block_q6_K), QK_K},
+    {"q5_k", Q_FMT_Q5_K, q_quantize_q5_k, k_quantize_q5_k, sizeof(block_q5_K), QK_K},
+    {"q3_k", Q_FMT_Q3_K, q_quantize_q3_k, k_quantize_q3_k, sizeof(block_q3_K), QK_K},
+    {"q2_k", Q_FMT_Q2_K, q_quantize_q2_k, k_quantize_q2_k, sizeof(block_q2_K), QK_K},
+    {"iq4_nl", Q_FMT_IQ4_NL, q_quantize_iq4_nl, k_quantize_iq4_nl, sizeof(block_iq4_nl), QK4_NL},
+};
+#define TF_NTYPES (sizeof TF_TYPES / sizeof TF_TYPES[0])
+
+enum {
+    TF_NORMAL,
+    TF_STUDENT,
+    TF_OUTLIER,
+    TF_SPARSE,
+    TF_ZERO,
+    TF_CONST,
+    TF_TINY,
+    TF_HUGE,
+    TF_SUBNORMAL,
+    TF_MIXED,
+    TF_NKINDS
+};
+static const char *const TF_KIND_NAMES[TF_NKINDS] = {
+    "normal",   "student-t", "outliers", "sparse",    "zero",
+    "constant", "tiny",      "huge",     "subnormal", "mixed"};
+
+static uint64_t tf_state;
+
+static uint64_t tf_next(void)
+{
+    uint64_t z = (tf_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double tf_unif(void)
+{
+    return ((double)(tf_next() >> 11) + 0.5) * 0x1p-53;
+}
+
+static double tf_normal(void)
+{
+    return sqrt(-2 * log(tf_unif())) * cos(6.283185307179586 * tf_unif());
+}
+
+static void tf_fill(int kind, float *x, int64_t n, uint64_t seed)
+{
+    tf_state = seed;
+    for (int64_t i = 0; i < n; i++) {
+        double v = tf_normal() * 0.02;
+        switch (kind) {
+        case TF_STUDENT: {
+            double c = 0;
+            for (int k = 0; k < 3; k++) {
+                double g = tf_normal();
+                c += g * g;
+            }
+            v = tf_normal() / sqrt(c / 3) * 0.02;
+            break;
+        }
+        case TF_OUTLIER:
+            if (tf_next() % 100 == 0)
+                v *= 50;
+            break;
+        case TF_ZERO:
+            v = 0;
+            break;
+        case TF_CONST:
+            v = 0.375;
+            break;
+        case TF_TINY:
+            v *= 1e-18;
+            break;
+        case TF_HUGE:
+            v *= 5e7;
+            break;
+        case TF_SUBNORMAL:
+            v *= 1e-37; /* mostly below FLT_MIN: ranges whose inverse overflows */
+            break;
+        default:
+            break;
+        }
+        x[i] = (float)v;
+    }
+    if (kind == TF_MIXED) { /* each 32-element group of one kind, neighbours differ */
+        float *tmp = malloc(32 * sizeof *tmp);
+        for (int64_t i = 0; tmp && i + 32 <= n; i += 32) {
+            uint64_t st = tf_state;
+            int k = (int)(tf_next() % TF_MIXED);
+            tf_fill(k, tmp, 32, st);
+            tf_state = st + 1;
+            memcpy(x + i, tmp, 32 * sizeof *tmp);
+        }
+        free(tmp);
+        return;
+    }
+    if (kind == TF_SPARSE) { /* zero about a quarter of the 16-element sub-blocks */
+        for (int64_t i = 0; i < n; i += 16)
+            if (tf_next() % 4 == 0)
+                memset(x + i, 0, 16 * sizeof *x);
+    }
+}
+
+/* An imatrix like llama.cpp's: Σx² per column, positive, a few exact zeros. */
+static void tf_imatrix(float *w, int64_t n, uint64_t seed)
+{
+    tf_state = seed;
+    for (int64_t i = 0; i < n; i++) {
+        double g = tf_normal();
+        w[i] = tf_next() % 64 == 0 ? 0.f : (float)(g * g * 3 + 0.01);
+    }
+}
+
+/* Quantizes x with both functions; returns the index of the first differing
+ * block or -1. */
+static int64_t tf_compare(const tf_type *t, const float *x, int64_t rows, int64_t cols,
+                          const float *imat)
+{
+    const int64_t nblk = rows * (cols / t->blck);
+    uint8_t *a = malloc((size_t)nblk * t->block);
+    uint8_t *b = malloc((size_t)nblk * t->block);
+    int64_t bad = -2;
+    if (!a || !b)
+        goto done;
+    memset(a, 0xA5, (size_t)nblk * t->block);
+    memset(b, 0x5A, (size_t)nblk * t->block);
+    size_t ra = t->ref(x, a, rows, cols, imat);
+    size_t rb = t->fast(x, b, rows, cols, imat);
+    bad = -1;
+    if (ra != rb || ra != (size_t)nblk * t->block) {
+        bad = 0;
+        goto done;
+    }
+    for (int64_t i = 0; i < nblk; i++) {
+        if (memcmp(a + i * (int64_t)t->block, b + i * (int64_t)t->block, t->block) != 0) {
+            bad = i;
+            break;
+        }
+    }
+done:
+    free(a);
+    free(b);
+    return bad;
+}
+
+#define TF_ROWS 32
+#define TF_COLS 4096
+
+/* Runs every kind with and without imatrix for type t; returns mismatches and
+ * prints the first few. */
+static int tf_type_all(const tf_type *t)
+{
+    int fails = 0;
+    float *x = malloc(sizeof(float) * TF_ROWS * TF_COLS);
+    float *w = malloc(sizeof(float) * TF_COLS);
+    if (!x || !w) {
+        free(x);
+        free(w);
+        return 1;
+    }
+    tf_imatrix(w, TF_COLS, 99);
+    for (int kind = 0; kind < TF_NKINDS; kind++) {
+        tf_fill(kind, x, TF_ROWS * TF_COLS, 1000 + (uint64_t)kind);
+        for (int im = 0; im < 2; im++) {
+            int64_t bad = tf_compare(t, x, TF_ROWS, TF_COLS, im ? w : NULL);
+            if (bad != -1) {
+                fails++;
+                fprintf(stderr, "%s %s%s: first differing block %lld\n", t->name,
+                        TF_KIND_NAMES[kind], im ? " +imatrix" : "", (long long)bad);
+            }
+        }
+    }
+    /* odd shape: 3 rows of 3 super-blocks (9 in all) */
+    for (int im = 0; im < 2; im++) {
+        tf_fill(TF_NORMAL, x, 3 * 768, 7);
+        if (tf_compare(t, x, 3, 768, im ? w : NULL) != -1) {
+            fails++;
+            fprintf(stderr, "%s 3x768%s differs\n", t->name, im ? " +imatrix" : "");
+        }
+    }
+    free(x);
+    free(w);
+    return fails;
+}
+
+static void test_fast_equals_ref(void **state)
+{
+    const tf_type *t = *state;
+    if (!k_cpu_get()->avx2)
+        skip();
+    assert_int_equal(tf_type_all(t), 0);
+}
+
+/* The fallback in a child: QTUNE_NO_SIMD must be set before the first
+ * k_cpu_get, which this process has already made. */
+static void test_scalar_fallback(void **state)
+{
+    (void)state;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("QTUNE_NO_SIMD", "1", 1);
+        int fails = 0;
+        if (k_cpu_get()->avx2)
+            fails++; /* detection already ran: cannot test the fallback */
+        k_kquants_register();
+        for (size_t i = 0; i < TF_NTYPES && !fails; i++) {
+            const q_format *f = q_format_get(TF_TYPES[i].id);
+            if (f->quantize != f->quantize_ref)
+                fails++;
+            float x[2 * 512], w[512];
+            tf_fill(TF_NORMAL, x, 2 * 512, 5);
+            tf_imatrix(w, 512, 6);
+            if (tf_compare(&TF_TYPES[i], x, 2, 512, NULL) != -1 ||
+                tf_compare(&TF_TYPES[i], x, 2, 512, w) != -1)
+                fails++;
+        }
+        _exit(fails ? 1 : 0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_register(void **state)
+{
+    (void)state;
+    if (!k_cpu_get()->avx2)
+        skip();
+    k_kquants_register();
+    for (size_t i = 0; i < TF_NTYPES; i++) {
+        const q_format *f = q_format_get(TF_TYPES[i].id);
+        assert_ptr_equal(f->quantize, TF_TYPES[i].fast);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scalar_fallback),
+        {"test_q4_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[0]},
+        {"test_q6_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[1]},
+        {"test_q5_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[2]},
+        {"test_q3_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[3]},
+        {"test_q2_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[4]},
+        {"test_iq4_nl_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[5]},
+        cmocka_unit_test(test_register),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,520 @@
+/* test_preview.c — k_preview_tensor and the fused kernels against the scalar
+ * references: every format of q_format.h, f32/f16/bf16 sources with
+ * heavy-tailed data (Student-t, 3 degrees of freedom, plus outlier columns),
+ * metrics within 1e-9 relative of q_metrics over the reference's values,
+ * histogram counts and maxima equal, SIMD vs scalar path, 1 vs 2 threads bit
+ * for bit, the estimate's band, cancellation latency, odd row lengths, all-zero
+ * rows, NaN/Inf, and the apply variants byte for byte. Fixed seeds. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "k_cpu.h"
+#include "k_fused.h"
+#include "k_preview.h"
+#include "q_dtype.h"
+#include "q_format.h"
+#include "q_grid.h"
+#include "q_quants.h"
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+static double urand(void)
+{
+    return ((double)(rng() >> 11) + 0.5) * 0x1p-53;
+}
+
+static double nrand(void)
+{
+    return sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand());
+}
+
+/* Student-t with nu degrees of freedom, scaled like a weight matrix. */
+static int g_nu = 3;
+
+static float trand(void)
+{
+    double c = 0;
+    for (int k = 0; k < g_nu; k++) {
+        double z = nrand();
+        c += z * z;
+    }
+    return (float)(0.02 * nrand() / sqrt(c / g_nu + 1e-12));
+}
+
+static float *gen(int64_t rows, int64_t cols, uint64_t seed)
+{
+    rng_state = seed;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    assert_non_null(x);
+    for (int64_t i = 0; i < rows * cols; i++)
+        x[i] = trand();
+    for (int64_t r = 0; r < rows; r++) /* outlier input channels */
+        for (int64_t c = 3; c < cols; c += 37)
+            x[r * cols + c] *= 20.0f;
+    return x;
+}
+
+typedef struct ttensor {
+    q_tensor t;
+    void *data;
+} ttensor;
+
+static void make_tensor(ttensor *tt, const float *x, int64_t rows, int64_t cols, uint32_t dt)
+{
+    memset(tt, 0, sizeof *tt);
+    size_t n = (size_t)(rows * cols);
+    size_t es = dt == Q_DT_F32 ? 4 : 2;
+    tt->data = malloc(n * es);
+    assert_non_null(tt->data);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == Q_DT_F32)
+            ((float *)tt->data)[i] = x[i];
+        else if (dt == Q_DT_F16)
+            ((uint16_t *)tt->data)[i] = q_f32_to_f16(x[i]);
+        else
+            ((uint16_t *)tt->data)[i] = q_f32_to_bf16(x[i]);
+    }
+    q_tensor *t = &tt->t;
+    t->name = t->gguf_name = (char *)"test.weight";
+    t->n_dims = 2;
+    t->ne[0] = cols;
+    t->ne[1] = rows;
+    t->ne[2] = t->ne[3] = 1;
+    t->rows = rows;
+    t->cols = cols;
+    t->dtype = dt;
+    t->params = rows * cols;
+    t->bytes = n * es;
+    t->data = tt->data;
+    t->readable = true;
+}
+
+/* The scalar reference: rows read by the model's dequantizer, NaN/Inf set to
+ * 0, quantize_ref + q_dtype dequantizer (grids: q_grid_fakequant), q_metrics. */
+static void reference(const q_tensor *t, const q_fmt_spec *spec, const float *im, bool search,
+                      double range, q_metrics_acc *acc, int64_t *bad)
+{
+    int64_t rows = t->rows, cols = t->cols;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    float *y = malloc((size_t)cols * sizeof *y);
+    assert_true(x && y);
+    assert_int_equal(q_tensor_read_rows(t, 0, rows, x, NULL), Q_OK);
+    *bad = 0;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        if (!isfinite(x[i])) {
+            x[i] = 0;
+            (*bad)++;
+        }
+    }
+    q_fq_ctx ctx;
+    q_fmt_prepare(spec, x, rows * cols, &ctx);
+    const q_format *f = q_format_get(spec->id);
+    void *qb = malloc(f->ggml_type >= 0 ? (size_t)q_dtype_bytes((uint32_t)f->ggml_type, cols)
+                                        : 1);
+    q_metrics_init(acc, range);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        if (f->ggml_type >= 0) {
+            f->quantize_ref(xr, qb, 1, cols, search ? im : NULL);
+            q_dtype_get((uint32_t)f->ggml_type)->dequant(qb, y, cols);
+        } else {
+            q_grid_fakequant(spec, xr, y, 1, cols, search ? im : NULL, &ctx);
+        }
+        q_metrics_add(acc, xr, y, 1, cols, im);
+    }
+    free(qb);
+    free(x);
+    free(y);
+}
+
+static void assert_rel(double got, double want, double tol, const char *what)
+{
+    if (got == want || (isnan(got) && isnan(want)))
+        return;
+    double d = fabs(got - want), m = fmax(fabs(want), 1e-300);
+    if (!(d <= tol * m)) {
+        print_error("%s: got %.17g want %.17g\n", what, got, want);
+        fail();
+    }
+}
+
+static void assert_acc_match(const q_metrics_acc *a, const q_metrics_acc *b)
+{
+    assert_int_equal(a->n, b->n);
+    assert_rel(a->sum_w2, b->sum_w2, 1e-9, "sum_w2");
+    assert_rel(a->sum_q2, b->sum_q2, 1e-9, "sum_q2");
+    assert_rel(a->sum_wq, b->sum_wq, 1e-9, "sum_wq");
+    assert_rel(a->sum_e2, b->sum_e2, 1e-9, "sum_e2");
+    assert_rel(a->sum_iw_e2, b->sum_iw_e2, 1e-9, "sum_iw_e2");
+    assert_rel(a->sum_iw_w2, b->sum_iw_w2, 1e-9, "sum_iw_w2");
+    if (isnan(b->max_abs)) /* an f16 scale overflowed: NaN values on both sides */
+        assert_true(isnan(a->max_abs));
+    else
+        assert_true(a->max_abs == b->max_abs);
+    for (int i = 0; i < Q_ERR_HIST_BINS; i++)
+        assert_int_equal(a->hist[i], b->hist[i]);
+}
+
+/* The specs under test: every format id, int/uint over bits and groups. */
+static int all_specs(q_fmt_spec *out, int64_t cols)
+{
+    int n = 0;
+    for (int id = 0; id < Q_FMT_COUNT; id++) {
+        q_fmt_spec s = {(q_format_id)id, 0, 0};
+        if (id == Q_FMT_INT || id == Q_FMT_UINT) {
+            static const int bits[] = {2, 3, 4, 8};
+            static const int64_t groups[] = {Q_GROUP_CHANNEL, 32, Q_GROUP_TENSOR};
+            for (int b = 0; b < 4; b++) {
+                for (int g = 0; g < 3; g++) {
+                    s.bits = bits[b];
+                    s.group = groups[g];
+                    if (q_fmt_fits(&s, cols))
+                        out[n++] = s;
+                }
+            }
+            continue;
+        }
+        if (id == Q_FMT_NF4)
+            s.group = 64;
+        if (id == Q_FMT_FP8_E4M3 || id == Q_FMT_FP8_E5M2) {
+            s.group = Q_GROUP_CHANNEL;
+            if (q_fmt_fits(&s, cols))
+                out[n++] = s;
+            s.group = 32;
+        }
+        if (q_fmt_fits(&s, cols))
+            out[n++] = s;
+    }
+    return n;
+}
+
+static void check_tensor(const q_tensor *t, const q_fmt_spec *s, const float *im, q_method m,
+                         int threads)
+{
+    q_metrics_acc probe, ref;
+    int64_t bad;
+    bool search = m == Q_METHOD_WSEARCH;
+    reference(t, s, im, search, 0, &probe, &bad);
+    double range = probe.max_abs > 0 ? 1.25 * probe.max_abs : 0;
+    reference(t, s, im, search, range, &ref, &bad);
+    for (int scalar = 0; scalar < 2; scalar++) {
+        k_preview_req req = {.tensor = t, .fmt = *s, .method = m, .imatrix = im,
+                             .threads = threads, .skip_estimate = true,
+                             .hist_range = range, .force_scalar = scalar};
+        k_preview_result r;
+        q_err err = {{0}};
+        q_status st = k_preview_tensor(&req, NULL, NULL, &r, &err);
+        if (st != Q_OK)
+            print_error("%s\n", err.msg);
+        assert_int_equal(st, Q_OK);
+        assert_true(r.exact);
+        assert_int_equal(r.n_nonfinite, bad);
+        char nm[32];
+        if (r.acc.n != ref.n || fabs(r.acc.sum_e2 - ref.sum_e2) > 1e-9 * ref.sum_e2 ||
+            !(r.acc.max_abs == ref.max_abs || isnan(ref.max_abs)) ||
+            memcmp(r.acc.hist, ref.hist, sizeof ref.hist) != 0)
+            print_error("format %s scalar=%d\n", q_fmt_name(s, nm, sizeof nm), scalar);
+        assert_acc_match(&r.acc, &ref);
+    }
+}
+
+static void test_formats_sources(void **state)
+{
+    (void)state;
+    const int64_t rows = 37, cols = 256;
+    float *x = gen(rows, cols, 0x1234);
+    float *im = gen(1, cols, 0x99);
+    for (int64_t c = 0; c < cols; c++)
+        im[c] = im[c] * im[c] * 1e4f + 0.01f;
+    static const uint32_t dts[] = {Q_DT_F32, Q_DT_F16, Q_DT_BF16};
+    q_fmt_spec specs[64];
+    int ns = all_specs(specs, cols);
+    assert_true(ns >= Q_FMT_COUNT);
+    for (int d = 0; d < 3; d++) {
+        ttensor tt;
+        make_tensor(&tt, x, rows, cols, dts[d]);
+        for (int i = 0; i < ns; i++) {
+            check_tensor(&tt.t, &specs[i], NULL, Q_METHOD_RTN, 0);
+            if (d == 0) {
+                check_tensor(&tt.t, &specs[i], im, Q_METHOD_RTN, 0);
+                check_tensor(&tt.t, &specs[i], im, Q_METHOD_WSEARCH, 2);
+            }
+        }
+        free(tt.data);
+    }
+    free(x);
+    free(im);
+}
+
+/* Odd row lengths (tails of SIMD loops and groups), zero rows, NaN/Inf. */
+static void test_edges(void **state)
+{
+    (void)state;
+    static const int64_t colss[] = {67, 96, 160};
+    for (int k = 0; k < 3; k++) {
+        int64_t rows = 23, cols = colss[k];
+        float *x = gen(rows, cols, 0x777 + (uint64_t)k);
+        for (int64_t c = 0; c < cols; c++)
+            x[5 * cols + c] = 0.0f; /* an all-zero row */
+        for (int64_t c = 0; c < 32 && c < cols; c++)
+            x[7 * cols + c] = -0.0f; /* a block of negative zeros */
+        x[9 * cols + 1] = NAN;
+        x[10 * cols + 2] = INFINITY;
+        x[11 * cols + 3] = -INFINITY;
+        x[12 * cols + 4] = 1e-40f; /* subnormals */
+        x[12 * cols + 5] = -3e-39f;
+        for (int64_t c = 0; c < cols; c++) /* a row of subnormals: inf 1/d */
+            x[13 * cols + c] = (c % 3 ? 1 : -1) * 1e-41f * (float)(c + 1);
+        for (int64_t c = 0; c < cols; c++) /* huge values: f16 scale overflow */
+            x[14 * cols + c] = (float)(c - 10) * 1e30f;
+        ttensor tt;
+        make_tensor(&tt, x, rows, cols, Q_DT_F32);
+        q_fmt_spec specs[64];
+        int ns = all_specs(specs, cols);
+        for (int i = 0; i < ns; i++)
+            check_tensor(&tt.t, &specs[i], NULL, Q_METHOD_RTN, 2);
+        /* A format that does not fit is refused. */
+        q_fmt_spec q4k = {Q_FMT_Q4_K, 0, 0};
+        k_preview_req req = {.tensor = &tt.t, .fmt = q4k, .method = Q_METHOD_RTN};
+        q_err err = {{0}};
+        assert_int_equal(k_preview_tensor(&req, NULL, NULL, NULL, &err), Q_EUSAGE);
+        free(tt.data);
+        free(x);
+    }
+}
+
+/* Apply variants: byte-identical blocks, with edge blocks mixed in. */
+static void test_apply_variants(void **state)
+{
+    (void)state;
+    const int64_t rows = 64, cols = 512;
+    float *x = gen(rows, cols, 0xabc);
+    for (int64_t c = 0; c < 32; c++) {
+        x[c] = 0.0f;
+        x[cols + c] = c % 2 ? -0.0f : 0.0f;
+        x[2 * cols + c] = 1e-41f * (float)c;
+        x[3 * cols + c] = (float)(c - 16) * 3e35f;
+        x[4 * cols + c] = (float)c * 0.5f; /* exact ties for several scales */
+        x[5 * cols + c] = (float)(c - 16) / 127.0f;
+        x[6 * cols + c] = 5.0f; /* constant block */
+        x[7 * cols + c] = -1.0f + (float)(c == 9);
+        /* q8_0 with d = 1 exactly: x * id are exact halves, roundf's ties */
+        x[8 * cols + c] = c == 31 ? 127.0f : (float)(c - 16) + 0.5f;
+        x[9 * cols + c] = c == 0 ? -127.0f : (float)(16 - c) - 0.5f;
+    }
+    float *im = gen(1, cols, 0x5);
+    for (int64_t c = 0; c < cols; c++)
+        im[c] = fabsf(im[c]) + 0.001f;
+    static const q_quant_fn fast[] = {k_quantize_q8_0, k_quantize_q4_0, k_quantize_q4_1,
+                                      k_quantize_q5_0, k_quantize_q5_1};
+    static const q_quant_fn ref[] = {q_quantize_q8_0, q_quantize_q4_0, q_quantize_q4_1,
+                                     q_quantize_q5_0, q_quantize_q5_1};
+    size_t cap = (size_t)(rows * cols) * 2;
+    uint8_t *a = malloc(cap), *b = malloc(cap);
+    assert_true(a && b);
+    for (int f = 0; f < 5; f++) {
+        for (int w = 0; w < 2; w++) {
+            memset(a, 0x55, cap);
+            memset(b, 0xaa, cap);
+            size_t na = fast[f](x, a, rows, cols, w ? im : NULL);
+            size_t nb = ref[f](x, b, rows, cols, w ? im : NULL);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, na);
+        }
+    }
+    free(a);
+    free(b);
+    free(x);
+    free(im);
+}
+
+/* 1 vs 2 threads: the same bits. */
+static void test_threads(void **state)
+{
+    (void)state;
+    const int64_t rows = 300, cols = 512;
+    float *x = gen(rows, cols, 0x31);
+    ttensor tt;
+    make_tensor(&tt, x, rows, cols, Q_DT_F16);
+    static const q_format_id ids[] = {Q_FMT_Q8_0, Q_FMT_Q4_1, Q_FMT_Q4_K, Q_FMT_NF4};
+    for (int i = 0; i < 4; i++) {
+        q_fmt_spec s = {ids[i], 0, ids[i] == Q_FMT_NF4 ? 64 : 0};
+        k_preview_result r1, r2;
+        k_preview_req req = {.tensor = &tt.t, .fmt = s, .method = Q_METHOD_RTN,
+                             .threads = 1, .skip_estimate = true};
+        assert_int_equal(k_preview_tensor(&req, NULL, NULL, &r1, NULL), Q_OK);
+        req.threads = 2;
+        assert_int_equal(k_preview_tensor(&req, NULL, NULL, &r2, NULL), Q_OK);
+        assert_memory_equal(&r1.acc, &r2.acc, sizeof r1.acc);
+        assert_memory_equal(&r1.metrics, &r2.metrics, sizeof r1.metrics);
+    }
+    free(tt.data);
+    free(x);
+}
+
+typedef struct est_log {
+    int calls;
+    k_preview_result first, last;
+} est_log;
+
+static void on_result(void *user, const k_preview_result *r)
+{
+    est_log *l = user;
+    if (l->calls++ == 0)
+        l->first = *r;
+    l->last = *r;
+}
+
+/* The estimate comes first, its band holds the exact value. The data here
+ * has 5 degrees of freedom, as real weight matrices roughly do: with 3 the
+ * fourth moment is infinite and the sum of w² over the tensor is ruled by a
+ * few extreme values that a sample of rows may miss (the band, a
+ * first-order one, then covers less than its nominal 95%). */
+static void test_estimate_band(void **state)
+{
+    (void)state;
+    const int64_t rows = 2048, cols = 1024;
+    g_nu = 5;
+    float *x = gen(rows, cols, 0x4242);
+    g_nu = 3;
+    ttensor tt;
+    make_tensor(&tt, x, rows, cols, Q_DT_F32);
+    static const char *names[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "int4",
+                                  "uint3", "nf4",  "fp8_e4m3", "q4_k", "q2_k"};
+    for (int i = 0; i < 11; i++) {
+        q_fmt_spec s;
+        assert_true(q_fmt_parse(names[i], &s));
+        est_log l = {0};
+        k_preview_req req = {.tensor = &tt.t, .fmt = s, .method = Q_METHOD_RTN};
+        k_preview_result fin;
+        assert_int_equal(k_preview_tensor(&req, on_result, &l, &fin, NULL), Q_OK);
+        assert_int_equal(l.calls, 2);
+        assert_false(l.first.exact);
+        assert_true(l.last.exact);
+        assert_true(l.first.rows_done < rows);
+        double v = fin.metrics.rel_rmse;
+        print_message("  %-9s estimate %.6f [%.6f, %.6f] exact %.6f  (%.2f ms)\n", names[i],
+                      l.first.metrics.rel_rmse, l.first.rel_rmse_lo, l.first.rel_rmse_hi, v,
+                      1e3 * l.first.seconds);
+        assert_true(l.first.rel_rmse_lo <= v && v <= l.first.rel_rmse_hi);
+        assert_true(l.first.sqnr_lo_db <= fin.metrics.sqnr_db &&
+                    fin.metrics.sqnr_db <= l.first.sqnr_hi_db);
+    }
+    free(tt.data);
+    free(x);
+}
+
+typedef struct canceller {
+    atomic_int *flag;
+    struct timespec at;
+} canceller;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *cancel_later(void *p)
+{
+    canceller *c = p;
+    struct timespec d = {0, 30 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &c->at);
+    atomic_store(c->flag, 1);
+    return NULL;
+}
+
+/* A cancel set from another thread is honoured quickly (bound 5 ms; the test
+ * allows 50 ms against a loaded machine, 100 ms under the sanitizers, which
+ * slow the scalar q2_k rows between two polls threefold, and prints the
+ * figure). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CANCEL_BOUND_S 0.100
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CANCEL_BOUND_S 0.100
+#endif
+#endif
+#ifndef CANCEL_BOUND_S
+#define CANCEL_BOUND_S 0.050
+#endif
+static void test_cancel(void **state)
+{
+    (void)state;
+    const int64_t rows = 2048, cols = 4096;
+    float *x = gen(rows, cols, 0x9);
+    ttensor tt;
+    make_tensor(&tt, x, rows, cols, Q_DT_F32);
+    static const char *names[] = {"q2_k", "q8_0"};
+    for (int i = 0; i < 2; i++) {
+        q_fmt_spec s;
+        assert_true(q_fmt_parse(names[i], &s));
+        atomic_int flag = 0;
+        canceller c = {.flag = &flag};
+        pthread_t th;
+        k_preview_req req = {.tensor = &tt.t, .fmt = s, .method = Q_METHOD_RTN,
+                             .cancel = &flag, .skip_estimate = true, .force_scalar = i == 0};
+        assert_int_equal(pthread_create(&th, NULL, cancel_later, &c), 0);
+        q_status st = k_preview_tensor(&req, NULL, NULL, NULL, NULL);
+        double end = now_s();
+        pthread_join(th, NULL);
+        double lat = end - ((double)c.at.tv_sec + 1e-9 * (double)c.at.tv_nsec);
+        if (st == Q_ECANCELLED) {
+            print_message("  cancel latency %s: %.3f ms\n", names[i], 1e3 * lat);
+            assert_true(lat < CANCEL_BOUND_S);
+        } else {
+            print_message("  %s finished before the cancel (%.3f ms early)\n", names[i],
+                          -1e3 * lat);
+            assert_int_equal(st, Q_OK);
+            assert_true(i == 1); /* the slow scalar q2_k must not finish in 30 ms */
+        }
+    }
+    free(tt.data);
+    free(x);
+}
+
+/* k_init installs the apply variants and keeps QTUNE_NO_SIMD's promise. */
+static void test_init(void **state)
+{
+    (void)state;
+    k_init();
+    k_init();
+    const q_format *f = q_format_get(Q_FMT_Q4_0);
+    if (k_cpu_get()->avx2)
+        assert_ptr_equal(f->quantize, k_quantize_q4_0);
+    else
+        assert_ptr_equal(f->quantize, f->quantize_ref);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_estimate_band),   cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_init),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
