@@ -27,7 +27,7 @@ endif
 CPPFLAGS += -D_GNU_SOURCE -Iquant -Ikernels -Ianalysis -Itui
 SAN      ?=
 CFLAGS   += -std=c11 $(OPT) -g -fopenmp $(WARN) -MMD -MP $(SAN)
-LDLIBS   += -ljansson -lcsv -lm
+LDLIBS   += -ljansson -lcsv -lm -lopenblas -lreadline -lncursesw -lpthread
 LDFLAGS  += -fopenmp $(SAN)
 
 ifeq ($(V),1)

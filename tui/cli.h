@@ -9,6 +9,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_preview(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
+int cmd_calib(int argc, char **argv);
 
 /* Prints "qtune: " + message + newline to stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

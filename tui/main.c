@@ -2,8 +2,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "tui.h"
+#include "k_preview.h"
 
 #define QTUNE_VERSION "0.1.0"
 
@@ -26,7 +29,8 @@ static void usage(FILE *fp)
           "  qtune plan MODEL --preset NAME -o P     make a plan (also: plan explain, plan export)\n"
           "  qtune preview MODEL --plan P            per-tensor error and size of a plan\n"
           "  qtune apply MODEL --plan P -o OUT.gguf  quantize and write a GGUF\n"
-          "  qtune MODEL                             open MODEL (for now: same as inspect)\n"
+          "  qtune calib MODEL --text F -o OUT.gguf  imatrix from text (--kld --plan P: KLD)\n"
+          "  qtune MODEL [--plan P] [--imatrix I] [--theme NAME]   open MODEL in the TUI\n"
           "\n"
           "MODEL is a .gguf file, a .safetensors file, or a Hugging Face directory\n"
           "(config.json with model.safetensors or model.safetensors.index.json).\n"
@@ -36,6 +40,7 @@ static void usage(FILE *fp)
 
 int main(int argc, char **argv)
 {
+    k_init(); /* fast kernels into the format traits and q_preview */
     if (argc < 2) {
         usage(stderr);
         return 64;
@@ -59,18 +64,16 @@ int main(int argc, char **argv)
         return cmd_preview(argc - 1, argv + 1);
     if (!strcmp(cmd, "apply"))
         return cmd_apply(argc - 1, argv + 1);
+    if (!strcmp(cmd, "calib"))
+        return cmd_calib(argc - 1, argv + 1);
     if (cmd[0] == '-') {
         cli_errorf("unknown option '%s'", cmd);
         usage(stderr);
         return 64;
     }
-    /* `qtune MODEL`: the TUI is not built yet; show the inspect table instead. */
-    if (argc == 2) {
-        fprintf(stderr, "qtune: the interactive view is not available yet; "
-                        "showing 'qtune inspect %s'\n", cmd);
-        char *args[] = {(char *)"inspect", argv[1], NULL};
-        return cmd_inspect(2, args);
-    }
+    /* `qtune MODEL [options]`: the interactive view (tui/tui.c). */
+    if (access(cmd, F_OK) == 0)
+        return tui_main(argc, argv);
     cli_errorf("unknown command '%s'", cmd);
     usage(stderr);
     return 64;
