@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "an_calib.h"
 #include "an_stats.h"
 #include "k_preview.h"
 #include "q_imatrix.h"
@@ -25,6 +26,9 @@ static const char *const tab_names[TAB_COUNT] = {"Histogram", "Outliers", "Error
 enum { SORT_NAME, SORT_SIZE, SORT_ERROR, SORT_COUNT };
 static const char *const sort_names[SORT_COUNT] = {"name", "size", "error"};
 enum { ROW_TENSOR, ROW_BLOCK };
+/* An input channel whose activation RMS exceeds this multiple of the median
+ * channel's is marked as an outlier on the Outliers tab. */
+#define ACT_OUTLIER_X 6.0
 enum { MODE_NORMAL, MODE_HELP, MODE_QUIT_ASK, MODE_PRESET, MODE_RECOVER };
 
 /* The ladder `+`/`-` walk, most bits first. */
@@ -71,6 +75,7 @@ static struct app {
     char fp[17];
     char *saved_text;     /* plan text at the last save/load */
     bool dirty;
+    bool save_resolved;   /* the last :save had --resolved: w keeps doing so */
     tui_ts *ts;
     int nblocks;
     bool *folded;         /* per block */
@@ -85,10 +90,25 @@ static struct app {
     int nundo, nredo;
     int64_t wi_t;
     tui_wi wi[WHATIF_N];
-    /* sample of the selected tensor for Histogram/Outliers (owned) */
+    /* sample of the selected tensor for Histogram/Outliers (owned), and what
+     * is derived from it (see load_sample) */
     int64_t smp_t;
     float *smp;
     int64_t smp_rows, smp_step;
+    double smp_lo, smp_hi;
+    bool blk_ok;
+    float blk_am, blk_mn, blk_mx;  /* medians over 32-value blocks */
+    float *colmax, colmax_top, col_med;
+    int64_t *hist_cnt;
+    int hist_bins;
+    float *pool;
+    int pool_cx, pool_cy;
+    /* activation RMS per input channel of the sampled tensor (imatrix) */
+    const float *act_src;
+    int64_t act_t, act_n, act_top[8];
+    float *act, act_med, act_max, act_min;
+    int act_n_out, act_n_top;
+    an_extra *ex;          /* qtune's extra calibration statistics, or NULL */
     int64_t stats_t;
     an_stats stats;
     bool stats_ok, stats_pending;
@@ -252,11 +272,13 @@ static void attach_imatrix(void)
     }
 }
 
-static void poll_results(void)
+/* Takes the worker's results; returns how many came. */
+static int poll_results(void)
 {
     tui_result r[64];
-    int n;
+    int n, total = 0;
     while ((n = tui_worker_poll(r, 64)) > 0) {
+        total += n;
         for (int k = 0; k < n; k++) {
             if (r[k].tensor < 0 || (uint64_t)r[k].tensor >= A.m->n_tensors)
                 continue;
@@ -292,6 +314,7 @@ static void poll_results(void)
             }
         }
     }
+    return total;
 }
 
 /* ---------- the tree ---------- */
@@ -580,12 +603,90 @@ static void apply_preset(const char *name)
     msgf(false, "preset %s applied (%d rules)", name, p->n_rules);
 }
 
-static bool save_plan(const char *path)
+/* The plan as saved with --resolved: the rules, then one exact-name row per
+ * tensor in model order with the format and method it resolves to (fallbacks
+ * applied, kept tensors as keep), so the file alone says what every tensor
+ * becomes. NULL with a message on failure. */
+static q_plan *resolved_plan(void)
+{
+    q_err err = {{0}};
+    q_plan *np = q_plan_new(A.m);
+    q_resolved *res = calloc(A.m->n_tensors ? A.m->n_tensors : 1, sizeof *res);
+    if (!np || !res) {
+        msgf(true, "out of memory");
+        goto fail;
+    }
+    if (q_plan_resolve(A.plan, A.m, true, res, NULL, NULL, &err) != Q_OK)
+        goto fail_err;
+    for (int r = 0; r < A.plan->n_rules; r++) {
+        const q_plan_rule *rule = &A.plan->rules[r];
+        if (q_plan_add(np, rule->pattern, &rule->fmt, rule->method, rule->options, &err) !=
+            Q_OK)
+            goto fail_err;
+    }
+    char esc[1024];
+    for (uint64_t i = 0; i < A.m->n_tensors; i++) {
+        const char *name = T((int64_t)i)->name;
+        if (strlen(name) * 2 + 1 >= sizeof esc) {
+            msgf(true, "tensor name too long for a plan row: %.60s...", name);
+            goto fail;
+        }
+        glob_escape(name, esc, sizeof esc);
+        q_fmt_spec none = {0};
+        bool keep = res[i].kept || res[i].method == Q_METHOD_KEEP;
+        if (q_plan_add(np, esc, keep ? &none : &res[i].fmt, keep ? Q_METHOD_KEEP
+                                                                 : res[i].method, "",
+                       &err) != Q_OK)
+            goto fail_err;
+    }
+    /* Check: the written plan must resolve every tensor the same way (a stored
+     * name that is also another tensor's GGUF name would break that). */
+    q_resolved *chk = calloc(A.m->n_tensors ? A.m->n_tensors : 1, sizeof *chk);
+    if (!chk || q_plan_resolve(np, A.m, true, chk, NULL, NULL, &err) != Q_OK) {
+        free(chk);
+        if (err.msg[0])
+            goto fail_err;
+        msgf(true, "out of memory");
+        goto fail;
+    }
+    for (uint64_t i = 0; i < A.m->n_tensors; i++) {
+        bool same = chk[i].kept == res[i].kept && chk[i].method == res[i].method &&
+                    (res[i].kept || fmt_eq(&chk[i].fmt, &res[i].fmt));
+        if (!same) {
+            msgf(true, "resolved row of %s would not reproduce its format; not saved",
+                 T((int64_t)i)->name);
+            free(chk);
+            goto fail;
+        }
+    }
+    free(chk);
+    free(res);
+    return np;
+fail_err:
+    msgf(true, "%s", err.msg);
+fail:
+    free(res);
+    q_plan_free(np);
+    return NULL;
+}
+
+/* Saves the plan to path (NULL or "": the current plan path). resolved: -1
+ * keeps the mode of the last save, 0 the rules only, 1 with --resolved rows. */
+static bool save_plan(const char *path, int resolved)
 {
     q_err err = {{0}};
     if (!path || !*path)
         path = A.plan_path;
-    if (q_plan_save(A.plan, path, &err) != Q_OK) {
+    if (resolved >= 0)
+        A.save_resolved = resolved == 1;
+    q_plan *out = A.plan;
+    if (A.save_resolved && !(out = resolved_plan()))
+        return false;
+    q_status st = q_plan_save(out, path, &err);
+    int n_rows = out->n_rules;
+    if (out != A.plan)
+        q_plan_free(out);
+    if (st != Q_OK) {
         msgf(true, "%s", err.msg);
         return false;
     }
@@ -594,7 +695,11 @@ static bool save_plan(const char *path)
     free(A.saved_text);
     A.saved_text = plan_text(A.plan);
     A.dirty = false;
-    msgf(false, "plan saved to %s (%d rules)", path, A.plan->n_rules);
+    if (A.save_resolved)
+        msgf(false, "plan saved to %s (%d rules + %d resolved rows)", path, A.plan->n_rules,
+             n_rows - A.plan->n_rules);
+    else
+        msgf(false, "plan saved to %s (%d rules)", path, A.plan->n_rules);
     return true;
 }
 
@@ -805,6 +910,21 @@ static void do_export(char *args)
     free(res);
 }
 
+/* qtune's extra calibration statistics of an imatrix file, when it has them. */
+static void load_extra(const char *file)
+{
+    an_extra_free(A.ex);
+    A.ex = NULL;
+    an_extra *x = NULL;
+    q_err err = {{0}};
+    if (an_extra_load(file, &x, &err) != Q_OK)
+        return;
+    if (x->n_entries > 0)
+        A.ex = x;
+    else
+        an_extra_free(x);
+}
+
 static void do_imatrix(const char *file)
 {
     q_imatrix *im = NULL;
@@ -818,13 +938,14 @@ static void do_imatrix(const char *file)
             A.old_im[A.n_old_im++] = A.im; /* the worker may still hold its rows */
     }
     A.im = im;
+    load_extra(file);
     attach_imatrix();
     int found = 0;
     for (uint64_t i = 0; i < A.m->n_tensors; i++)
         found += A.ts[i].im != NULL;
     resolve_plan();
-    msgf(found == 0, "imatrix %s: %lld entries, %d tensors matched", file,
-         (long long)im->n_entries, found);
+    msgf(found == 0, "imatrix %s: %lld entries, %d tensors matched%s", file,
+         (long long)im->n_entries, found, A.ex ? ", qtune statistics" : "");
 }
 
 static void quit_request(void);
@@ -851,7 +972,14 @@ static void run_command(char *line)
         else
             apply_preset(args);
     } else if (!strcmp(line, "save") || !strcmp(line, "w")) {
-        save_plan(*args ? args : NULL);
+        bool resolved = !strncmp(args, "--resolved", 10) &&
+                        (args[10] == 0 || args[10] == ' ' || args[10] == '\t');
+        if (resolved) {
+            args += 10;
+            while (*args == ' ' || *args == '\t')
+                args++;
+        }
+        save_plan(*args ? args : NULL, resolved ? 1 : 0);
     } else if (!strcmp(line, "load")) {
         if (*args)
             load_plan(args, true);
@@ -983,6 +1111,8 @@ static const char *complete(const char *line, int word_start, int i)
             CAND(sort_names[k]);
     } else if (!strcmp(cmd, "export") && word == 1) {
         CAND("llama-quantize");
+    } else if ((!strcmp(cmd, "save") || !strcmp(cmd, "w")) && word == 1) {
+        CAND("--resolved");
     }
 #undef CAND
     return NULL;
@@ -991,6 +1121,33 @@ static const char *complete(const char *line, int word_start, int i)
 /* ---------- drawing ---------- */
 
 static int W, H;
+
+/* QTUNE_TUI_TRACE=FILE: one line per processed key, the monotonic times the
+ * key was read and the following redraw finished (UI thread only). */
+static FILE *g_trace;
+static double g_trace_key_ms, g_trace_draw_ms;
+static int g_trace_ch;
+static bool g_trace_pending;
+static long g_trace_seq;
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void trace_done(void)
+{
+    if (!g_trace || !g_trace_pending)
+        return;
+    double now = mono_ms();
+    fprintf(g_trace,
+            "key %ld ch=%d read_ms=%.3f redrawn_ms=%.3f latency_ms=%.3f draw_ms=%.3f busy=%d\n",
+            g_trace_seq++, g_trace_ch, g_trace_key_ms, now, now - g_trace_key_ms,
+            now - g_trace_draw_ms, tui_worker_busy());
+    g_trace_pending = false;
+}
 
 static void fill_line(int y, int x0, int x1, int attr)
 {
@@ -1242,15 +1399,130 @@ static void draw_tree(int y0, int h, int width)
     }
 }
 
+/* ---------- the selected tensor's sample and what the right pane derives from it ----------
+ * Everything below is computed once per sampled tensor (or per pane size) and
+ * cached, so a redraw that changes nothing else only paints. */
+
+static void sample_free(void)
+{
+    free(A.smp);
+    free(A.colmax);
+    free(A.hist_cnt);
+    free(A.pool);
+    free(A.act);
+    A.smp = NULL;
+    A.colmax = NULL;
+    A.hist_cnt = NULL;
+    A.pool = NULL;
+    A.act = NULL;
+    A.smp_rows = 0;
+    A.hist_bins = 0;
+    A.pool_cx = A.pool_cy = 0;
+    A.act_src = NULL;
+    A.act_n = 0;
+}
+
+/* The k-th smallest of a[0..n) (n > 0, no NaN), a reordered in place. */
+static float nth_float(float *a, int64_t n, int64_t k)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float piv = a[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < piv)
+                i++;
+            while (a[j] > piv)
+                j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            break;
+    }
+    return a[k];
+}
+
+/* Range, block medians and per-channel maxima of the loaded sample. */
+static void sample_derive(const q_tensor *t)
+{
+    int64_t n = A.smp_rows * t->cols, C = t->cols;
+    double lo = INFINITY, hi = -INFINITY;
+    A.colmax = calloc((size_t)C, sizeof *A.colmax);
+    for (int64_t r = 0; r < A.smp_rows; r++) {
+        const float *row = A.smp + r * C;
+        for (int64_t c = 0; c < C; c++) {
+            float v = row[c];
+            if (!isfinite(v))
+                continue;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            float a = v < 0 ? -v : v;
+            if (A.colmax && a > A.colmax[c])
+                A.colmax[c] = a;
+        }
+    }
+    if (!isfinite(lo))
+        lo = 0;
+    if (!(hi > lo))
+        hi = lo + 1;
+    A.smp_lo = lo;
+    A.smp_hi = hi;
+    /* median absmax / min / max of 32-value blocks: the overlay's typical block */
+    A.blk_ok = false;
+    int64_t nb = C >= 32 ? n / 32 : 0;
+    float *am = nb ? malloc((size_t)nb * 3 * sizeof *am) : NULL;
+    if (am) {
+        float *mn = am + nb, *mx = am + 2 * nb;
+        for (int64_t k = 0; k < nb; k++) {
+            float a = 0, l = INFINITY, u = -INFINITY;
+            for (int e = 0; e < 32; e++) {
+                float v = A.smp[k * 32 + e];
+                if (!isfinite(v))
+                    continue;
+                float av = v < 0 ? -v : v;
+                a = av > a ? av : a;
+                l = v < l ? v : l;
+                u = v > u ? v : u;
+            }
+            am[k] = a;
+            mn[k] = l;
+            mx[k] = u;
+        }
+        A.blk_am = nth_float(am, nb, nb / 2);
+        A.blk_mn = nth_float(mn, nb, nb / 2);
+        A.blk_mx = nth_float(mx, nb, nb / 2);
+        A.blk_ok = true;
+        free(am);
+    }
+    A.colmax_top = 0;
+    A.col_med = 0;
+    if (A.colmax) {
+        float *tmp = malloc((size_t)C * sizeof *tmp);
+        for (int64_t c = 0; c < C; c++)
+            A.colmax_top = A.colmax[c] > A.colmax_top ? A.colmax[c] : A.colmax_top;
+        if (tmp) {
+            memcpy(tmp, A.colmax, (size_t)C * sizeof *tmp);
+            A.col_med = nth_float(tmp, C, C / 2);
+            free(tmp);
+        }
+    }
+}
+
 /* Loads a row sample of tensor i (at most ~256K values, evenly spaced rows). */
 static void load_sample(int64_t i)
 {
     if (A.smp_t == i)
         return;
-    free(A.smp);
-    A.smp = NULL;
+    sample_free();
     A.smp_t = i;
-    A.smp_rows = 0;
     const q_tensor *t = T(i);
     if (!t->readable || t->cols <= 0)
         return;
@@ -1271,6 +1543,69 @@ static void load_sample(int64_t i)
         }
     A.smp_rows = n;
     A.smp_step = step;
+    sample_derive(t);
+}
+
+/* Top k indices of v[0..n) by value, largest first (k <= 8). */
+static int top_k(const float *v, int64_t n, int k, int64_t *out)
+{
+    int got = 0;
+    for (int64_t c = 0; c < n; c++) {
+        int pos = got;
+        while (pos > 0 && v[c] > v[out[pos - 1]])
+            pos--;
+        if (pos >= k)
+            continue;
+        for (int q = (got < k ? got : k - 1); q > pos; q--)
+            out[q] = out[q - 1];
+        out[pos] = c;
+        if (got < k)
+            got++;
+    }
+    return got;
+}
+
+/* Activation RMS per input channel of tensor i, from its imatrix row (the
+ * importance is the mean of x² over the calibration tokens, so its square
+ * root is the RMS of x). Cached per (sampled tensor, imatrix row). Returns
+ * false when the tensor has no imatrix row. */
+static bool act_load(int64_t i)
+{
+    const float *src = A.ts[i].im;
+    if (!src)
+        return false;
+    if (A.act && A.act_src == src && A.act_t == i)
+        return true;
+    free(A.act);
+    int64_t C = T(i)->cols;
+    A.act = malloc((size_t)C * sizeof *A.act);
+    float *tmp = malloc((size_t)C * sizeof *tmp);
+    if (!A.act || !tmp) {
+        free(A.act);
+        free(tmp);
+        A.act = NULL;
+        return false;
+    }
+    A.act_src = src;
+    A.act_t = i;
+    A.act_n = C;
+    A.act_max = 0;
+    A.act_min = INFINITY;
+    for (int64_t c = 0; c < C; c++) {
+        float v = src[c];
+        A.act[c] = isfinite(v) && v > 0 ? sqrtf(v) : 0;
+        tmp[c] = A.act[c];
+        A.act_max = A.act[c] > A.act_max ? A.act[c] : A.act_max;
+        A.act_min = A.act[c] < A.act_min ? A.act[c] : A.act_min;
+    }
+    A.act_med = nth_float(tmp, C, C / 2);
+    free(tmp);
+    A.act_n_out = 0;
+    for (int64_t c = 0; c < C; c++)
+        if (A.act_med > 0 && A.act[c] > ACT_OUTLIER_X * A.act_med)
+            A.act_n_out++;
+    A.act_n_top = top_k(A.act, C, 8, A.act_top);
+    return true;
 }
 
 static const char *const vbars_u[] = {" ", "\u2581", "\u2582", "\u2583", "\u2584",
@@ -1295,10 +1630,66 @@ static int grid_bits(q_format_id id, bool *sym)
     }
 }
 
-static int cmp_float(const void *a, const void *b)
+/* Vertical bars of cnt[0..bins) scaled to rows bh at (y0, x0). */
+static void draw_bars(int y0, int x0, int bh, const double *v, int bins)
 {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
+    double mx = 0;
+    for (int b = 0; b < bins; b++)
+        mx = v[b] > mx ? v[b] : mx;
+    const char *const *vb = tui_T.utf8 ? vbars_u : vbars_a;
+    attrset(tui_attr(TE_HIST_BAR));
+    for (int r = 0; r < bh; r++) {
+        move(y0 + r, x0);
+        for (int b = 0; b < bins; b++) {
+            int eighths = mx > 0 ? (int)lround(v[b] / mx * bh * 8) : 0;
+            int level = eighths - (bh - 1 - r) * 8;
+            level = level < 0 ? 0 : level > 8 ? 8 : level;
+            addstr(vb[level]);
+        }
+    }
+}
+
+/* Histogram of the input activations' per-channel RMS (imatrix), log-x,
+ * in rows [y0, y0+h). */
+static void draw_act_hist(int y0, int x0, int h, int w, int64_t ti)
+{
+    char line[200];
+    int bins = w - 1, bh = h - 3;
+    if (!act_load(ti) || bins < 8 || bh < 2)
+        return;
+    snprintf(line, sizeof line, "input activations: RMS of x per channel = sqrt(imatrix), "
+             "%lld channels, log x", (long long)A.act_n);
+    put(y0, x0, w, tui_attr(TE_HEADER), line);
+    double lo = INFINITY, hi = 0;
+    for (int64_t c = 0; c < A.act_n; c++)
+        if (A.act[c] > 0) {
+            lo = fmin(lo, A.act[c]);
+            hi = fmax(hi, A.act[c]);
+        }
+    if (!(hi > 0)) {
+        put(y0 + 1, x0, w, tui_attr(TE_NORMAL), "all channels zero in the imatrix");
+        return;
+    }
+    double llo = log10(lo), lhi = log10(hi);
+    if (!(lhi > llo))
+        lhi = llo + 1;
+    double *v = calloc((size_t)bins, sizeof *v);
+    if (!v)
+        return;
+    for (int64_t c = 0; c < A.act_n; c++) {
+        if (!(A.act[c] > 0))
+            continue;
+        int b = (int)((log10(A.act[c]) - llo) / (lhi - llo) * bins);
+        v[b < 0 ? 0 : b >= bins ? bins - 1 : b] += 1;
+    }
+    draw_bars(y0 + 1, x0, bh, v, bins);
+    free(v);
+    snprintf(line, sizeof line, "%-10.3g%*.3g", lo, w - 11 > 0 ? w - 11 : 1, hi);
+    put(y0 + 1 + bh, x0, w, tui_attr(TE_NORMAL), line);
+    snprintf(line, sizeof line, "median %.3g  max %.3g (x%.1f)  channels > %gx median: %d",
+             A.act_med, A.act_max, A.act_med > 0 ? A.act_max / A.act_med : 0,
+             ACT_OUTLIER_X, A.act_n_out);
+    put(y0 + 2 + bh, x0, w, tui_attr(TE_NORMAL), line);
 }
 
 static void draw_hist(int y0, int x0, int h, int w, int64_t ti)
@@ -1309,132 +1700,91 @@ static void draw_hist(int y0, int x0, int h, int w, int64_t ti)
         put(y0, x0, w, tui_attr(TE_NORMAL), "tensor cannot be read");
         return;
     }
+    /* with an imatrix row, the lower part shows the input activations */
+    int act_h = A.ts[ti].im && h >= 26 ? (h - 1) * 2 / 5 : 0;
+    h -= act_h;
     int64_t n = A.smp_rows * t->cols;
-    double lo = INFINITY, hi = -INFINITY;
-    for (int64_t k = 0; k < n; k++)
-        if (isfinite(A.smp[k])) {
-            lo = fmin(lo, A.smp[k]);
-            hi = fmax(hi, A.smp[k]);
-        }
-    if (!(hi > lo)) {
-        hi = lo + 1;
-    }
+    double lo = A.smp_lo, hi = A.smp_hi;
     int bins = w - 1;
     int bh = h - 5;
     if (bins < 8 || bh < 3)
         return;
-    int64_t *cnt = calloc((size_t)bins, sizeof *cnt);
-    if (!cnt)
-        return;
-    for (int64_t k = 0; k < n; k++) {
-        if (!isfinite(A.smp[k]))
-            continue;
-        int b = (int)((A.smp[k] - lo) / (hi - lo) * bins);
-        cnt[b < 0 ? 0 : b >= bins ? bins - 1 : b]++;
-    }
-    double mx = 0;
-    for (int b = 0; b < bins; b++) {
-        double v = A.hist_log ? log1p((double)cnt[b]) : (double)cnt[b];
-        mx = fmax(mx, v);
+    if (A.hist_bins != bins) {
+        free(A.hist_cnt);
+        A.hist_cnt = calloc((size_t)bins, sizeof *A.hist_cnt);
+        A.hist_bins = A.hist_cnt ? bins : 0;
+        if (!A.hist_cnt)
+            return;
+        double scale = bins / (hi - lo);
+        for (int64_t k = 0; k < n; k++) {
+            float x = A.smp[k];
+            if (!isfinite(x))
+                continue;
+            int b = (int)((x - lo) * scale);
+            A.hist_cnt[b < 0 ? 0 : b >= bins ? bins - 1 : b]++;
+        }
     }
     char line[160];
     char nm[32];
     const tui_ts *s = &A.ts[ti];
     q_fmt_name(&s->res.fmt, nm, sizeof nm);
-    snprintf(line, sizeof line, "%s  %s scale  rows %lld/%lld", nm,
+    snprintf(line, sizeof line, "weights: %s  %s scale  rows %lld/%lld", nm,
              A.hist_log ? "log" : "linear", (long long)A.smp_rows, (long long)t->rows);
     put(y0, x0, w, tui_attr(TE_NORMAL), line);
-    const char *const *vb = tui_T.utf8 ? vbars_u : vbars_a;
-    for (int b = 0; b < bins; b++) {
-        double v = A.hist_log ? log1p((double)cnt[b]) : (double)cnt[b];
-        int eighths = mx > 0 ? (int)lround(v / mx * bh * 8) : 0;
-        for (int r = 0; r < bh; r++) {
-            int level = eighths - (bh - 1 - r) * 8;
-            level = level < 0 ? 0 : level > 8 ? 8 : level;
-            attrset(tui_attr(TE_HIST_BAR));
-            mvaddstr(y0 + 1 + r, x0 + b, vb[level]);
-        }
-    }
+    double *v = malloc((size_t)bins * sizeof *v);
+    if (!v)
+        return;
+    for (int b = 0; b < bins; b++)
+        v[b] = A.hist_log ? log1p((double)A.hist_cnt[b]) : (double)A.hist_cnt[b];
+    draw_bars(y0 + 1, x0, bh, v, bins);
+    free(v);
     /* Overlay: the grid of a typical block (median absmax of 32-value blocks). */
     bool sym;
     int bits = grid_bits(s->res.fmt.id, &sym);
     int ly = y0 + 1 + bh;
     fill_line(ly, x0, x0 + w, tui_attr(TE_NORMAL));
-    if (bits > 0 && t->cols >= 32) {
-        int64_t nb = n / 32;
-        float *am = malloc((size_t)nb * sizeof *am);
-        float *mn = malloc((size_t)nb * sizeof *mn);
-        float *mxv = malloc((size_t)nb * sizeof *mxv);
-        if (am && mn && mxv && nb > 0) {
-            for (int64_t k = 0; k < nb; k++) {
-                float a = 0, l = INFINITY, u = -INFINITY;
-                for (int e = 0; e < 32; e++) {
-                    float v = A.smp[k * 32 + e];
-                    if (!isfinite(v))
-                        continue;
-                    a = fmaxf(a, fabsf(v));
-                    l = fminf(l, v);
-                    u = fmaxf(u, v);
-                }
-                am[k] = a;
-                mn[k] = l;
-                mxv[k] = u;
+    if (bits > 0 && A.blk_ok) {
+        double glo, ghi;
+        int nlev = 1 << bits;
+        if (sym) {
+            double d = A.blk_am / (nlev / 2);
+            glo = -d * (nlev / 2);
+            ghi = d * (nlev / 2 - 1);
+            if (s->res.fmt.id == Q_FMT_Q8_0) {
+                d = A.blk_am / 127.0;
+                glo = -127 * d;
+                ghi = 127 * d;
+                nlev = 255;
             }
-            qsort(am, (size_t)nb, sizeof *am, cmp_float);
-            qsort(mn, (size_t)nb, sizeof *mn, cmp_float);
-            qsort(mxv, (size_t)nb, sizeof *mxv, cmp_float);
-            double glo, ghi;
-            int nlev = 1 << bits;
-            if (sym) {
-                double d = am[nb / 2] / (nlev / 2);
-                glo = -d * (nlev / 2);
-                ghi = d * (nlev / 2 - 1);
-                if (s->res.fmt.id == Q_FMT_Q8_0) {
-                    d = am[nb / 2] / 127.0;
-                    glo = -127 * d;
-                    ghi = 127 * d;
-                    nlev = 255;
-                }
-            } else {
-                glo = mn[nb / 2];
-                ghi = mxv[nb / 2];
-            }
-            attrset(tui_attr(TE_HIST_LEVEL));
-            for (int l = 0; l < nlev; l++) {
-                double v = glo + (ghi - glo) * l / (nlev - 1);
-                int gx = (int)((v - lo) / (hi - lo) * bins);
-                if (gx >= 0 && gx < bins)
-                    mvaddstr(ly, x0 + gx, "|");
-            }
-            attrset(tui_attr(TE_HIST_CLIP));
-            int cl = (int)((glo - lo) / (hi - lo) * bins);
-            int ch = (int)((ghi - lo) / (hi - lo) * bins);
-            if (cl >= 0 && cl < bins)
-                mvaddstr(ly, x0 + cl, "[");
-            if (ch >= 0 && ch < bins)
-                mvaddstr(ly, x0 + ch, "]");
-            snprintf(line, sizeof line, "typical block grid: %d levels in [%.3g, %.3g]", nlev,
-                     glo, ghi);
-            put(ly + 2, x0, w, tui_attr(TE_NORMAL), line);
+        } else {
+            glo = A.blk_mn;
+            ghi = A.blk_mx;
         }
-        free(am);
-        free(mn);
-        free(mxv);
+        attrset(tui_attr(TE_HIST_LEVEL));
+        for (int l = 0; l < nlev; l++) {
+            double x = glo + (ghi - glo) * l / (nlev - 1);
+            int gx = (int)((x - lo) / (hi - lo) * bins);
+            if (gx >= 0 && gx < bins)
+                mvaddstr(ly, x0 + gx, "|");
+        }
+        attrset(tui_attr(TE_HIST_CLIP));
+        int cl = (int)((glo - lo) / (hi - lo) * bins);
+        int ch = (int)((ghi - lo) / (hi - lo) * bins);
+        if (cl >= 0 && cl < bins)
+            mvaddstr(ly, x0 + cl, "[");
+        if (ch >= 0 && ch < bins)
+            mvaddstr(ly, x0 + ch, "]");
+        snprintf(line, sizeof line, "typical block grid: %d levels in [%.3g, %.3g]", nlev,
+                 glo, ghi);
+        put(ly + 2, x0, w, tui_attr(TE_NORMAL), line);
     } else {
         put(ly + 2, x0, w, tui_attr(TE_NORMAL),
             bits ? "row too short for a block grid" : "float format: no block grid");
     }
     snprintf(line, sizeof line, "%-10.3g%*.3g", lo, w - 11 > 0 ? w - 11 : 1, hi);
     put(ly + 1, x0, w, tui_attr(TE_NORMAL), line);
-    free(cnt);
-}
-
-static int64_t *g_colmax_order; /* for qsort of channel maxima */
-static float *g_colmax;
-static int cmp_chan(const void *a, const void *b)
-{
-    float x = g_colmax[*(const int64_t *)a], y = g_colmax[*(const int64_t *)b];
-    return (x < y) - (x > y);
+    if (act_h)
+        draw_act_hist(y0 + h, x0, act_h, w, ti);
 }
 
 static void draw_outliers(int y0, int x0, int h, int w, int64_t ti)
@@ -1446,47 +1796,54 @@ static void draw_outliers(int y0, int x0, int h, int w, int64_t ti)
         return;
     }
     int64_t R = A.smp_rows, Cn = t->cols;
+    bool act = act_load(ti);
     char line[200];
     snprintf(line, sizeof line, "|w| max-pooled, %lld of %lld rows (x: input channel)",
              (long long)R, (long long)t->rows);
     put(y0, x0, w, tui_attr(TE_NORMAL), line);
-    int mh = h - 9; /* map rows */
+    int mh = h - 9 - (act ? 4 : 0); /* map rows */
     if (mh < 2 || w < 10)
         return;
     int cells_y = tui_T.heat_levels ? mh * 2 : mh;
     int cells_x = w;
-    float *pool = calloc((size_t)cells_x * (size_t)cells_y, sizeof *pool);
-    float *colmax = calloc((size_t)Cn, sizeof *colmax);
-    int64_t *ord = malloc((size_t)Cn * sizeof *ord);
-    if (!pool || !colmax || !ord)
-        goto out;
-    float gmax = 0;
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t c = 0; c < Cn; c++) {
-            float v = fabsf(A.smp[r * Cn + c]);
-            if (!isfinite(v))
-                continue;
-            int py = (int)(r * cells_y / (R > 0 ? R : 1));
-            int px = (int)(c * cells_x / Cn);
-            float *p = &pool[(size_t)py * (size_t)cells_x + (size_t)px];
-            *p = fmaxf(*p, v);
-            colmax[c] = fmaxf(colmax[c], v);
-            gmax = fmaxf(gmax, v);
+    if (A.pool_cx != cells_x || A.pool_cy != cells_y) {
+        free(A.pool);
+        A.pool = calloc((size_t)cells_x * (size_t)cells_y, sizeof *A.pool);
+        A.pool_cx = A.pool ? cells_x : 0;
+        A.pool_cy = A.pool ? cells_y : 0;
+        if (!A.pool)
+            return;
+        int *px = malloc((size_t)Cn * sizeof *px);
+        if (!px)
+            return;
+        for (int64_t c = 0; c < Cn; c++)
+            px[c] = (int)(c * cells_x / Cn);
+        for (int64_t r = 0; r < R; r++) {
+            float *prow = A.pool + (size_t)(r * cells_y / (R > 0 ? R : 1)) * (size_t)cells_x;
+            const float *row = A.smp + r * Cn;
+            for (int64_t c = 0; c < Cn; c++) {
+                float v = row[c] < 0 ? -row[c] : row[c];
+                if (v > prow[px[c]]) /* false for NaN */
+                    prow[px[c]] = v;
+            }
         }
+        free(px);
+    }
+    float gmax = A.colmax_top;
     static const char ramp[] = " .:-=+*#%@";
     for (int y = 0; y < mh; y++) {
         move(y0 + 1 + y, x0);
         for (int x = 0; x < cells_x; x++) {
             if (tui_T.heat_levels) {
                 int L = tui_T.heat_levels;
-                float a = pool[(size_t)(2 * y) * (size_t)cells_x + (size_t)x];
-                float b = pool[(size_t)(2 * y + 1) * (size_t)cells_x + (size_t)x];
+                float a = A.pool[(size_t)(2 * y) * (size_t)cells_x + (size_t)x];
+                float b = A.pool[(size_t)(2 * y + 1) * (size_t)cells_x + (size_t)x];
                 int la = gmax > 0 ? (int)(sqrtf(a / gmax) * (L - 1) + 0.5f) : 0;
                 int lb = gmax > 0 ? (int)(sqrtf(b / gmax) * (L - 1) + 0.5f) : 0;
                 attrset(tui_heat_attr(la, lb));
                 addstr(tui_T.g.half_upper);
             } else {
-                float a = pool[(size_t)y * (size_t)cells_x + (size_t)x];
+                float a = A.pool[(size_t)y * (size_t)cells_x + (size_t)x];
                 int l = gmax > 0 ? (int)(sqrtf(a / gmax) * 9 + 0.5f) : 0;
                 attrset(tui_attr(TE_NORMAL));
                 addch((chtype)(unsigned char)ramp[l]);
@@ -1494,34 +1851,64 @@ static void draw_outliers(int y0, int x0, int h, int w, int64_t ti)
         }
     }
     /* per-input-channel max bars, pooled to the width */
+    const char *const *vb = tui_T.utf8 ? vbars_u : vbars_a;
     int by = y0 + 1 + mh;
     put(by, x0, w, tui_attr(TE_NORMAL), "per-channel max |w|:");
     move(by + 1, x0);
-    const char *const *vb = tui_T.utf8 ? vbars_u : vbars_a;
     attrset(tui_attr(TE_HIST_BAR));
     for (int x = 0; x < w; x++) {
         float m = 0;
         for (int64_t c = (int64_t)x * Cn / w; c < (int64_t)(x + 1) * Cn / w; c++)
-            m = fmaxf(m, colmax[c]);
+            m = A.colmax[c] > m ? A.colmax[c] : m;
         int lv = gmax > 0 ? (int)(m / gmax * 8 + 0.5f) : 0;
         addstr(vb[lv < 0 ? 0 : lv > 8 ? 8 : lv]);
     }
-    for (int64_t c = 0; c < Cn; c++)
-        ord[c] = c;
-    g_colmax = colmax;
-    g_colmax_order = ord;
-    qsort(ord, (size_t)Cn, sizeof *ord, cmp_chan);
-    float med = colmax[ord[Cn / 2]];
-    put(by + 2, x0, w, tui_attr(TE_NORMAL), "top channels (max|w|, x median):");
-    for (int k = 0; k < 4 && k < Cn; k++) {
-        snprintf(line, sizeof line, "  ch %-6lld %9.4g  x%.1f", (long long)ord[k],
-                 colmax[ord[k]], med > 0 ? colmax[ord[k]] / med : 0);
-        put(by + 3 + k, x0, w, tui_attr(TE_NORMAL), line);
+    by += 2;
+    if (act) {
+        /* the same channel axis: activation RMS (imatrix), outliers marked */
+        snprintf(line, sizeof line, "activation RMS per input channel (sqrt imatrix); "
+                 "%s > %gx median %.3g:", tui_T.g.mark, ACT_OUTLIER_X, A.act_med);
+        put(by, x0, w + (int)strlen(tui_T.g.mark) - 1, tui_attr(TE_NORMAL), line);
+        move(by + 1, x0);
+        attrset(tui_attr(TE_HIST_BAR));
+        for (int x = 0; x < w; x++) {
+            float m = 0;
+            for (int64_t c = (int64_t)x * Cn / w; c < (int64_t)(x + 1) * Cn / w; c++)
+                m = A.act[c] > m ? A.act[c] : m;
+            int lv = A.act_max > 0 ? (int)(m / A.act_max * 8 + 0.5f) : 0;
+            addstr(vb[lv < 0 ? 0 : lv > 8 ? 8 : lv]);
+        }
+        fill_line(by + 2, x0, x0 + w, tui_attr(TE_HIST_CLIP));
+        for (int x = 0; x < w; x++) {
+            bool out = false;
+            for (int64_t c = (int64_t)x * Cn / w; c < (int64_t)(x + 1) * Cn / w && !out; c++)
+                out = A.act_med > 0 && A.act[c] > ACT_OUTLIER_X * A.act_med;
+            if (out)
+                mvaddstr(by + 2, x0 + x, tui_T.g.mark);
+        }
+        int o = snprintf(line, sizeof line, "%d outlier channel%s:", A.act_n_out,
+                         A.act_n_out == 1 ? "" : "s");
+        if (A.act_n_out == 0)
+            o += snprintf(line + o, sizeof line - (size_t)o, " none; top:");
+        for (int k = 0; k < A.act_n_top && k < 6 && o < (int)sizeof line - 32; k++)
+            o += snprintf(line + o, sizeof line - (size_t)o, " ch %lld x%.1f",
+                          (long long)A.act_top[k],
+                          A.act_med > 0 ? A.act[A.act_top[k]] / A.act_med : 0);
+        put(by + 3, x0, w, tui_attr(TE_NORMAL), line);
+        by += 4;
     }
-out:
-    free(pool);
-    free(colmax);
-    free(ord);
+    int64_t top[8];
+    int nt = top_k(A.colmax, Cn, 4, top);
+    put(by, x0, w, tui_attr(TE_NORMAL),
+        act ? "top channels (max|w|, x median, activation RMS):"
+            : "top channels (max|w|, x median):");
+    for (int k = 0; k < nt; k++) {
+        int o = snprintf(line, sizeof line, "  ch %-6lld %9.4g  x%.1f", (long long)top[k],
+                         A.colmax[top[k]], A.col_med > 0 ? A.colmax[top[k]] / A.col_med : 0);
+        if (act)
+            snprintf(line + o, sizeof line - (size_t)o, "  act %.3g", A.act[top[k]]);
+        put(by + 1 + k, x0, w, tui_attr(TE_NORMAL), line);
+    }
 }
 
 static void whatif_request(int64_t ti)
@@ -1669,6 +2056,35 @@ static void draw_info(int y0, int x0, int h, int w, int64_t ti)
              s->m.sqnr_db, s->m.max_abs, s->m.cosine, s->exact ? "" : " (estimate)");
     if (s->im)
         LINE("imatrix  weighted rel err %.3f%%", 100 * s->m.weighted_rel_err);
+    if (s->im && act_load(ti)) {
+        LINE("act    RMS of x per input channel (sqrt imatrix): median %.3g  max %.3g "
+             "(ch %lld, x%.1f)  > %gx median: %d", A.act_med, A.act_max,
+             (long long)(A.act_n_top ? A.act_top[0] : 0),
+             A.act_med > 0 ? A.act_max / A.act_med : 0, ACT_OUTLIER_X, A.act_n_out);
+    }
+    const an_extra_entry *xe = A.ex ? an_extra_find(A.ex, t->gguf_name) : NULL;
+    if (xe && xe->absmax && xe->n > 0) {
+        float *tmp = malloc((size_t)xe->n * sizeof *tmp);
+        int64_t top = 0;
+        for (int64_t c = 0; c < xe->n; c++)
+            if (xe->absmax[c] > xe->absmax[top])
+                top = c;
+        if (tmp) {
+            memcpy(tmp, xe->absmax, (size_t)xe->n * sizeof *tmp);
+            for (int64_t c = 0; c < xe->n; c++)
+                if (!isfinite(tmp[c]))
+                    tmp[c] = 0;
+            float med = nth_float(tmp, xe->n, xe->n / 2);
+            LINE("absmax max |x| per input channel (calib): median %.3g  max %.3g (ch %lld, "
+                 "x%.1f)", med, xe->absmax[top], (long long)top,
+                 med > 0 ? xe->absmax[top] / med : 0);
+            free(tmp);
+        }
+    }
+    if (xe && xe->has_outliers)
+        LINE("tokens with an outlier channel (|x| > %g rms of the token) %.2f%%; "
+             "outlier channels per token: mean %.3f%%, max %.3f%%", AN_OUTLIER_SIGMA,
+             100.0 * xe->outliers[2], 100.0 * xe->outliers[0], 100.0 * xe->outliers[1]);
     if (s->failed)
         LINE("preview failed: %s", s->fail);
 #undef LINE
@@ -1842,7 +2258,7 @@ static void draw_help(void)
         "",
         "commands:",
         "  :set PATTERN format=q4_k [method=rtn|wsearch|keep]   add a rule",
-        "  :preset NAME   :save [FILE]   :load FILE   :imatrix FILE",
+        "  :preset NAME   :save [--resolved] [FILE]   :load FILE   :imatrix FILE",
         "  :export llama-quantize FILE   :theme NAME   :sort name|size|error",
         "  :mark PATTERN  :unmark [PATTERN]  :undo  :redo  :help  :quit  :q!",
         "",
@@ -2049,7 +2465,7 @@ static void key_normal(int ch)
     case 'p': A.mode = MODE_PRESET; A.preset_sel = 0; break;
     case 'u': undo_redo(false); break;
     case 18: undo_redo(true); break;
-    case 'w': save_plan(NULL); break;
+    case 'w': save_plan(NULL, -1); break;
     case 'q': quit_request(); break;
     case '?': case KEY_F(1): A.mode = MODE_HELP; break;
     case 12: clearok(curscr, TRUE); break;
@@ -2076,7 +2492,7 @@ static void key(int ch)
         return;
     case MODE_QUIT_ASK:
         if (ch == 'w' || ch == 'y') {
-            if (save_plan(NULL))
+            if (save_plan(NULL, -1))
                 A.running = false;
             A.mode = MODE_NORMAL;
         } else if (ch == 'q' || ch == 'n') {
@@ -2163,7 +2579,8 @@ static void cleanup(void)
     free(A.rows);
     free(A.folded);
     free(A.ts);
-    free(A.smp);
+    sample_free();
+    an_extra_free(A.ex);
     free(A.saved_text);
     for (int i = 0; i < A.nundo; i++)
         free(A.undo[i]);
@@ -2221,6 +2638,8 @@ int tui_main(int argc, char **argv)
         cleanup();
         return (int)st;
     }
+    if (im_arg)
+        load_extra(im_arg);
     q_model_fingerprint(A.m, A.fp);
     recovery_path();
     uint64_t nt = A.m->n_tensors;
@@ -2280,9 +2699,28 @@ int tui_main(int argc, char **argv)
     if (A.rec_path[0] && access(A.rec_path, R_OK) == 0)
         A.mode = MODE_RECOVER;
     A.running = true;
+    const char *trace_path = getenv("QTUNE_TUI_TRACE");
+    if (trace_path && *trace_path) {
+        g_trace = fopen(trace_path, "a");
+        if (g_trace)
+            setvbuf(g_trace, NULL, _IOLBF, 0);
+        else
+            msgf(true, "QTUNE_TUI_TRACE: %s: %s", trace_path, strerror(errno));
+    }
+    /* Redraw after a key or new results; otherwise once a second. */
+    bool redraw = true;
+    int idle_ticks = 0;
     while (A.running) {
-        poll_results();
-        draw();
+        if (poll_results() > 0)
+            redraw = true;
+        if (redraw || ++idle_ticks >= 10) {
+            if (g_trace_pending)
+                g_trace_draw_ms = mono_ms();
+            draw();
+            trace_done();
+            redraw = false;
+            idle_ticks = 0;
+        }
         if (tui_sig_hup) {
             autosave_recovery();
             break;
@@ -2290,13 +2728,24 @@ int tui_main(int argc, char **argv)
         if (tui_sig_int) {
             tui_sig_int = 0;
             quit_request();
+            redraw = true;
             continue;
         }
         int ch = getch();
         if (ch == ERR)
             continue;
+        if (g_trace) {
+            g_trace_key_ms = mono_ms();
+            g_trace_ch = ch;
+            g_trace_pending = true;
+        }
         key(ch);
+        redraw = true;
     }
+    g_trace_pending = false;
+    if (g_trace)
+        fclose(g_trace);
+    g_trace = NULL;
     tui_term_end();
     int rc = 0;
     if (tui_sig_hup)

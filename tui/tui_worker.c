@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "k_preview.h"
 #include "tui.h"
@@ -151,6 +153,13 @@ static void *worker_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    /* Keys before previews: on Linux the nice value is per thread and the
+     * OpenMP team this thread starts inherits it, so the UI thread wins the
+     * CPU whenever a key needs a redraw (QTUNE_TUI_NICE=0 turns it off). */
+    const char *nv = getenv("QTUNE_TUI_NICE");
+    int nice_v = nv && *nv ? atoi(nv) : 10;
+    if (nice_v > 0)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), nice_v > 19 ? 19 : nice_v);
     pthread_mutex_lock(&W.mu);
     for (;;) {
         while (!W.stop && W.nq == 0)

@@ -77,7 +77,7 @@ awk -v r="$t_reference_1" -v f1="$t_fast_1" -v f2="$t_fast_2" 'BEGIN {
 rm -f "$OUT/out-q4_k_m.gguf"
 
 # --- kernels, k-quants and calibration benchmarks, when present ---
-for b in kernels kquants calib; do
+for b in kernels kquants calib tui; do
     if [ -f "tests/bench/$b.sh" ]; then
         echo
         bash "tests/bench/$b.sh"

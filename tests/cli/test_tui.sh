@@ -15,6 +15,18 @@ tui_init
 
 STORIES=$MODELS/stories260K.gguf
 UTF=C.UTF-8
+# same_model A B DESC: the two applied models hold byte-identical tensors and
+# metadata, apart from qtune.plan / qtune.plan.fingerprint (the plan text each
+# was made from, recorded by apply).
+same_model() {
+    local out py
+    if ! py=$(venv_python 2>/dev/null); then
+        echo "skipped: $3 (no gguf/numpy venv)"
+        return 0
+    fi
+    if out=$("$py" tests/tui/gguf_same.py "$1" "$2" 2>&1); then ok "$3: $out"
+    else bad "$3: $out"; fi
+}
 ST=$TMPD/state # XDG_STATE_HOME: history and recovery files stay in the test
 mkdir -p "$ST"
 
@@ -193,14 +205,108 @@ tui_keys g :; tui_type g "save $TMPD/g2.csv"; tui_keys g Enter
 tui_wait g "plan saved to $TMPD/g2.csv" ":save FILE"
 tui_keys g :; tui_type g "export llama-quantize $TMPD/g.types"; tui_keys g Enter
 tui_wait g "llama-quantize --pure" ":export llama-quantize"
+tui_keys g :; tui_type g "save --resolved $TMPD/g3.csv"; tui_keys g Enter
+tui_wait_re g "plan saved to $TMPD/g3\.csv \([0-9]+ rules \+ 21 resolved rows\)" \
+    ":save --resolved FILE: one row per tensor"
 tui_keys g q
 tui_wait g "QTUNE-EXIT=0" "q quits after :save"
 [ -s "$TMPD/g.types" ] && ok "tensor-type file written" || bad "no tensor-type file"
 expect_rc 0 "qtune apply the generated model's plan" -- \
     "$QTUNE" apply "$TMPD/g.gguf" --plan "$TMPD/g2.csv" -o "$TMPD/g-out.gguf"
+expect_rc 0 "qtune apply the resolved plan" -- \
+    "$QTUNE" apply "$TMPD/g.gguf" --plan "$TMPD/g3.csv" -o "$TMPD/g-out3.gguf"
+same_model "$TMPD/g-out.gguf" "$TMPD/g-out3.gguf" "resolved plan gives the same model"
+# the resolved file: the rules of g2.csv, then 21 exact rows in model order
+n2=$(grep -vc '^#' "$TMPD/g2.csv"); n3=$(grep -vc '^#' "$TMPD/g3.csv")
+[ "$n3" -eq $((n2 + 21)) ] && ok "resolved plan: rules + 21 rows" ||
+    bad "resolved plan has $n3 lines, the plan $n2 (+21 expected)"
+if diff <(tail -n 21 "$TMPD/g3.csv" | cut -d, -f1) \
+    <("$QTUNE" inspect "$TMPD/g.gguf" --csv 2>/dev/null | tail -n +2 | cut -d, -f1) >/dev/null
+then ok "resolved rows name every tensor in model order"
+else bad "resolved rows differ from the model's tensor order"; tail -n 21 "$TMPD/g3.csv"; fi
 if [ -f "$ST/qtune/history" ] && grep -q "^save " "$ST/qtune/history"; then
     ok "command history saved under XDG_STATE_HOME"
 else bad "no command history"; fi
+
+# ---- 8. an imatrix from `qtune calib`: activation views; --resolved with fallbacks ----
+if [ -f "$STORIES" ] && [ -f samples/calib/stories.txt ]; then
+    IM=$TMPD/s.imatrix.gguf
+    expect_rc 0 "qtune calib writes an imatrix" -- \
+        "$QTUNE" calib "$STORIES" --text samples/calib/stories.txt -o "$IM"
+    tui_start i 200 60 "TERM=xterm-256color LANG=$UTF XDG_STATE_HOME=$ST" -- \
+        "$STORIES" --imatrix "$IM" --plan "$TMPD/i.csv"
+    tui_wait i "▸ blk.0 (9)" "--imatrix: started"
+    tui_keys i /; tui_type i "blk.1.ffn_down"; tui_keys i Enter
+    tui_wait i "/blk.1.ffn_down: blk.1.ffn_down.weight" "imatrix: blk.1.ffn_down selected"
+    tui_wait i "input activations: RMS of x per channel = sqrt(imatrix), 172 channels" \
+        "Histogram tab: activation RMS distribution under the weights"
+    tui_wait_re i "median [0-9.e+-]+  max [0-9.e+-]+ \(x[0-9.]+\)  channels > 6x median: [0-9]+" \
+        "Histogram tab: activation median / max / outlier count"
+    # the median the screen shows is the file's: sqrt(in_sum2 / counts), upper median
+    if PY=$(venv_python 2>/dev/null); then
+        want=$("$PY" - "$IM" <<'PYEOF'
+import sys, numpy as np
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+t = {x.name: np.asarray(x.data) for x in r.tensors}
+s2 = t["blk.1.ffn_down.weight.in_sum2"].astype(np.float32).reshape(-1)
+c = t["blk.1.ffn_down.weight.counts"].astype(np.float32).reshape(-1)[0]
+v = np.sort(np.sqrt((s2 / c).astype(np.float32)))
+print("%.3g" % v[len(v) // 2])
+PYEOF
+        )
+        tui_wait i "median $want  max" "activation median matches the imatrix file ($want)"
+    else
+        echo "skipped: no gguf/numpy venv for the activation median check"
+    fi
+    tui_keys i 2
+    tui_wait i "activation RMS per input channel (sqrt imatrix); ● > 6x median" \
+        "Outliers tab: activation RMS bars on the channel axis"
+    tui_wait_re i "[0-9]+ outlier channels?:.* ch [0-9]+ x[0-9.]+" \
+        "Outliers tab: outlier / top activation channels listed"
+    tui_wait_re i "ch [0-9]+ +[0-9.e+-]+  x[0-9.]+  act [0-9.e+-]+" \
+        "Outliers tab: top weight channels with their activation RMS"
+    tui_keys i 4
+    tui_wait i "act    RMS of x per input channel (sqrt imatrix): median" \
+        "Info tab: activation RMS summary"
+    tui_wait_re i "absmax max \|x\| per input channel \(calib\): median [0-9.e+-]+  max" \
+        "Info tab: qtune's per-channel absmax"
+    tui_wait_re i "tokens with an outlier channel \(\|x\| > 6 rms of the token\) [0-9.]+%" \
+        "Info tab: qtune's token outlier fraction"
+    # q4_k_m on 64-column rows: k-quants fall back; the resolved rows carry the fallbacks
+    tui_keys i p 4
+    tui_wait i "preset q4_k_m applied" "imatrix: preset q4_k_m"
+    tui_keys i :; tui_type i "save $TMPD/i.csv"; tui_keys i Enter
+    tui_wait i "plan saved to $TMPD/i.csv" ":save (rules)"
+    tui_keys i :; tui_type i "save --res"; tui_keys i Tab; tui_type i " $TMPD/i-res.csv"
+    tui_keys i Enter
+    tui_wait_re i "plan saved to $TMPD/i-res\.csv \([0-9]+ rules \+ 48 resolved rows\)" \
+        "Tab completes --resolved; :save --resolved writes 48 rows"
+    tui_keys i q
+    tui_wait i "QTUNE-EXIT=0" "imatrix: q quits"
+    tui_kill i
+    if grep -q '^blk\.0\.attn_q\.weight,q5_0,' "$TMPD/i-res.csv" &&
+        grep -q '^blk\.0\.attn_norm\.weight,,keep,' "$TMPD/i-res.csv"; then
+        ok "resolved rows: fallback format (q5_0) and keep for a norm"
+    else bad "resolved rows lack the fallback or the keep row"; tail -n 48 "$TMPD/i-res.csv"; fi
+    expect_rc 0 "apply the plan" -- "$QTUNE" apply "$STORIES" --plan "$TMPD/i.csv" \
+        -o "$TMPD/i-out.gguf"
+    expect_rc 0 "apply the resolved plan" -- "$QTUNE" apply "$STORIES" \
+        --plan "$TMPD/i-res.csv" -o "$TMPD/i-out-res.gguf"
+    same_model "$TMPD/i-out.gguf" "$TMPD/i-out-res.gguf" \
+        "stories260K: resolved plan (with fallbacks) gives the same model"
+
+    # :imatrix at run time, ASCII locale
+    tui_start j 80 24 "TERM=screen LANG=C LC_ALL=C XDG_STATE_HOME=$ST" -- "$STORIES"
+    tui_wait j "+ blk.0 (9)" ":imatrix: started"
+    tui_keys j :; tui_type j "imatrix $IM"; tui_keys j Enter
+    tui_wait_re j "tensors matched, qtun" ":imatrix loads the file and its statistics"
+    tui_keys j 2 G
+    tui_wait j "activation RMS per input chan" ":imatrix: Outliers tab shows activations"
+    tui_keys j q
+    tui_wait j "QTUNE-EXIT=0" ":imatrix: q quits"
+    tui_kill j
+fi
 
 echo "fails: $fails"
 [ "$fails" -eq 0 ]
