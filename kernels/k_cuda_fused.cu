@@ -1,0 +1,1021 @@
+/* k_cuda_fused.cu — CUDA twin of the fused preview kernels (see k_cuda_fused.h).
+ *
+ * Layout of the work: a row of cols values is cut into units (a 32-value ggml
+ * block, a group of G values, a whole row for channel groups, 256 values for
+ * tensor groups); each thread quantizes, dequantizes and accumulates whole
+ * units, reading the source twice (range, then values). A block of KF_THREADS
+ * threads reduces its sums in a fixed tree and writes one partial; its
+ * histogram is counted with integer atomics in shared memory (exact, order
+ * free). kf_final then adds the partials in a fixed order in one block. The
+ * grid depends only on the shape and format: results are deterministic.
+ *
+ * Exactness: every float operation of the references is written with an
+ * explicit round-to-nearest intrinsic (__fmul_rn, __fadd_rn, __fdiv_rn, and
+ * __dadd_rn/__dmul_rn for the metric sums), which nvcc never contracts into an
+ * FMA, whatever -fmad says. rintf is round-half-even, roundf half away from
+ * zero, as in C. f32 -> f16 is __float2half_rn (nearest even, like q_f32_to_f16).
+ * No atomics on doubles.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "k_cuda.h"
+#include "k_cuda_fused.h"
+
+namespace {
+
+constexpr int KF_THREADS = 128; /* threads per block (a power of two) */
+constexpr int KF_BINS = Q_ERR_HIST_BINS;
+constexpr int KF_KEEP = 4;      /* tensors k_cuda_keep holds at most */
+constexpr long long KF_TENSOR_UNIT = 256;
+
+enum kf_kind { KF_Q8_0, KF_Q4_0, KF_Q4_K, KF_Q6_K, KF_INT, KF_UINT, KF_FP8, KF_NF4, KF_NONE };
+
+/* Sums of one block or of the whole call. */
+struct kf_sums {
+    double w2, q2, wq, e2, iwe2, iww2, maxabs;
+};
+
+/* What a kernel needs; passed by value. */
+struct kf_job {
+    const void *src;   /* device: rows × cols values of the source type */
+    long long rows, cols;
+    const float *iw;   /* device: cols weights or NULL */
+    int kind;
+    long long ulen;    /* unit length along a row */
+    long long upr;     /* units per row */
+    float qlo, qhi, half; /* int / uint code range; int (2^N - 1) / 2 */
+    int mbits, emin;   /* fp8 */
+    float fmax;        /* fp8 largest finite value */
+    bool tensor;       /* one scale for the tensor: range tlo..thi */
+    float tlo, thi;
+    double range;      /* histogram range (0: none) */
+    kf_sums *parts;    /* device: one per block */
+    unsigned long long *hparts; /* device: KF_BINS per block */
+};
+
+__constant__ float kf_nf4_levels[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
+};
+__constant__ float kf_nf4_mids[15] = {
+    -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f,
+    -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
+    -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
+    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
+    0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
+};
+
+/* Element i of the source, non-finite values replaced by 0. */
+template <int T> __device__ __forceinline__ float kf_ld(const void *src, long long i)
+{
+    float x;
+    if constexpr (T == K_SRC_F32)
+        x = static_cast<const float *>(src)[i];
+    else if constexpr (T == K_SRC_F16)
+        x = __half2float(__ushort_as_half(static_cast<const unsigned short *>(src)[i]));
+    else
+        x = __bfloat162float(
+            __ushort_as_bfloat16(static_cast<const unsigned short *>(src)[i]));
+    return isfinite(x) ? x : 0.0f;
+}
+
+/* x86 cvttss2si then "low byte as int8", as q_quants.c's qq_cvt_i8 models it. */
+__device__ __forceinline__ int kf_cvt_i8(float v)
+{
+    int t = (v >= -2147483648.0f && v < 2147483648.0f) ? (int)v : INT32_MIN;
+    int lo = (int)((unsigned)t & 0xffu);
+    return lo > 127 ? lo - 256 : lo;
+}
+
+__device__ __forceinline__ float kf_f16_round(float s)
+{
+    return __half2float(__float2half_rn(s));
+}
+
+/* Per-thread accumulation of one value pair, q_metrics_add's operations. */
+__device__ __forceinline__ void kf_acc(kf_sums &s, unsigned long long *hist, double range,
+                                       float x, float y, const float *iw, long long c)
+{
+    double xv = x, yv = y;
+    double e = __dsub_rn(yv, xv);
+    double e2 = __dmul_rn(e, e);
+    s.w2 = __dadd_rn(s.w2, __dmul_rn(xv, xv));
+    s.q2 = __dadd_rn(s.q2, __dmul_rn(yv, yv));
+    s.wq = __dadd_rn(s.wq, __dmul_rn(xv, yv));
+    s.e2 = __dadd_rn(s.e2, e2);
+    double ae = fabs(e);
+    s.maxabs = ae > s.maxabs ? ae : s.maxabs;
+    if (iw) {
+        double v = iw[c];
+        s.iwe2 = __dadd_rn(s.iwe2, __dmul_rn(__dmul_rn(v, e), e));
+        s.iww2 = __dadd_rn(s.iww2, __dmul_rn(__dmul_rn(v, xv), xv));
+    }
+    if (range > 0.0) {
+        double t = __dmul_rn(__ddiv_rn(__dadd_rn(e, range), __dmul_rn(2.0, range)),
+                             (double)KF_BINS);
+        int bin = !(t >= 0.0) ? 0 : t >= (double)KF_BINS ? KF_BINS - 1 : (int)t;
+        atomicAdd(&hist[bin], 1ull);
+    }
+}
+
+/* Group parameters (q_grid.c's gr_params). */
+struct kf_gpar {
+    float s, z, inv;
+};
+
+__device__ kf_gpar kf_params(const kf_job &j, float lo, float hi)
+{
+    kf_gpar p = {0.0f, 0.0f, 0.0f};
+    lo = fminf(lo, 0.0f);
+    hi = fmaxf(hi, 0.0f);
+    float amax = fmaxf(-lo, hi);
+    if (j.kind == KF_INT) {
+        float s = __fdiv_rn(amax, j.half);
+        p.s = kf_f16_round(s <= 65504.0f ? s : 65504.0f);
+    } else if (j.kind == KF_UINT) {
+        float s = __fdiv_rn(__fsub_rn(hi, lo), j.qhi);
+        p.s = kf_f16_round(s <= 65504.0f ? s : 65504.0f);
+        if (p.s > 0.0f)
+            p.z = fminf(fmaxf(rintf(__fdiv_rn(-lo, p.s)), 0.0f), j.qhi);
+    } else if (j.kind == KF_FP8) {
+        p.s = __fdiv_rn(amax, j.fmax);
+        if (!(p.s <= 3.0e38f))
+            p.s = 0.0f;
+    } else {
+        p.s = amax <= 3.0e38f ? amax : 0.0f;
+        if (p.s > 0.0f)
+            p.inv = __fdiv_rn(1.0f, p.s);
+    }
+    return p;
+}
+
+/* One grid value (q_grid.c's gr_apply; fp8 through the power-of-two quantum,
+ * which equals encoding and decoding the code). */
+__device__ float kf_grid_one(const kf_job &j, const kf_gpar &p, float x)
+{
+    if (!(p.s > 0.0f))
+        return 0.0f;
+    if (j.kind == KF_INT)
+        return __fmul_rn(fminf(fmaxf(rintf(__fdiv_rn(x, p.s)), j.qlo), j.qhi), p.s);
+    if (j.kind == KF_UINT) {
+        float q = fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(x, p.s)), p.z), 0.0f), j.qhi);
+        return __fmul_rn(__fsub_rn(q, p.z), p.s);
+    }
+    if (j.kind == KF_FP8) {
+        float v = __fdiv_rn(x, p.s), a = fabsf(v), r;
+        if (a >= j.fmax) {
+            r = j.fmax;
+        } else {
+            int ex = (int)(__float_as_uint(a) >> 23) - 127;
+            ex = ex < j.emin ? j.emin : ex;
+            int k = j.mbits - ex; /* -13 <= k <= 16: 2^k and 2^-k are normal */
+            float up = __uint_as_float((unsigned)(k + 127) << 23);
+            float dn = __uint_as_float((unsigned)(127 - k) << 23);
+            r = __fmul_rn(rintf(__fmul_rn(a, up)), dn);
+        }
+        return __fmul_rn(copysignf(r, v), p.s);
+    }
+    float t = __fmul_rn(x, p.inv);
+    int i = 0;
+    for (int k = 0; k < 15; k++)
+        i += t > kf_nf4_mids[k];
+    return __fmul_rn(kf_nf4_levels[i], p.s);
+}
+
+/* ---- k-quants (reference paths of q_kquants.c / q_qhelpers.c, no imatrix) ----
+ * Every float operation as the C source groups it: M = a*b, A = a+b, S = a-b,
+ * Dv = a/b, each rounded to nearest (no FMA). */
+__device__ __forceinline__ float M(float a, float b)
+{
+    return __fmul_rn(a, b);
+}
+__device__ __forceinline__ float A(float a, float b)
+{
+    return __fadd_rn(a, b);
+}
+__device__ __forceinline__ float S(float a, float b)
+{
+    return __fsub_rn(a, b);
+}
+__device__ __forceinline__ float Dv(float a, float b)
+{
+    return __fdiv_rn(a, b);
+}
+
+/* ggml's nearest_int (q_qh_nearest_int). */
+__device__ __forceinline__ int kf_nearest(float f)
+{
+    int i = __float_as_int(A(f, 12582912.f));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+__device__ __forceinline__ int kf_imin(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+__device__ __forceinline__ int kf_imax(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+/* q_qh_make_qkx with use_mad and clamp_first false. */
+__device__ float kf_make_qkx(int n, int nmax, const float *x, const float *w, unsigned char *L,
+                             float *the_min, float rmin, float rdelta, int nstep)
+{
+    unsigned char Laux[32];
+    float min = x[0], max = x[0];
+    float sum_w = w[0];
+    float sum_x = M(sum_w, x[0]);
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min)
+            min = x[i];
+        if (x[i] > max)
+            max = x[i];
+        sum_w = A(sum_w, w[i]);
+        sum_x = A(sum_x, M(w[i], x[i]));
+    }
+    if (min > 0)
+        min = 0;
+    if (max <= min) {
+        for (int i = 0; i < n; ++i)
+            L[i] = 0;
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = Dv((float)nmax, S(max, min));
+    float scale = Dv(1.0f, iscale);
+    float best_error = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = kf_nearest(M(iscale, S(x[i], min)));
+        L[i] = (unsigned char)kf_imax(0, kf_imin(nmax, l));
+        float diff = S(A(M(scale, (float)L[i]), min), x[i]);
+        diff = M(diff, diff);
+        best_error = A(best_error, M(w[i], diff));
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = Dv(A(A(rmin, M(rdelta, (float)is)), (float)nmax), S(max, min));
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; ++i) {
+            float v = M(iscale, S(x[i], min));
+            int l = kf_imax(0, kf_imin(nmax, kf_nearest(v)));
+            Laux[i] = (unsigned char)l;
+            float fl = (float)l;
+            sum_l = A(sum_l, M(w[i], fl));
+            sum_l2 = A(sum_l2, M(M(w[i], fl), fl));
+            sum_xl = A(sum_xl, M(M(w[i], fl), x[i]));
+        }
+        float D = S(M(sum_w, sum_l2), M(sum_l, sum_l));
+        if (D > 0) {
+            float this_scale = Dv(S(M(sum_w, sum_xl), M(sum_x, sum_l)), D);
+            float this_min = Dv(S(M(sum_l2, sum_x), M(sum_l, sum_xl)), D);
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = Dv(sum_xl, sum_l2);
+            }
+            float err = 0;
+            for (int i = 0; i < n; ++i) {
+                float diff = S(A(M(this_scale, (float)Laux[i]), this_min), x[i]);
+                diff = M(diff, diff);
+                err = A(err, M(w[i], diff));
+            }
+            if (err < best_error) {
+                for (int i = 0; i < n; ++i)
+                    L[i] = Laux[i];
+                best_error = err;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* q4_k super-block of 256 values: y = dequant(quantize_row_q4_K_ref(x)). */
+__device__ void kf_q4_k(const float *x, float *y)
+{
+    unsigned char L[256];
+    float weights[32], scales[8], mins[8];
+    for (int j = 0; j < 8; ++j) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; ++l)
+            sum_x2 = A(sum_x2, M(x[32 * j + l], x[32 * j + l]));
+        float av_x = sqrtf(Dv(sum_x2, 32.0f));
+        for (int l = 0; l < 32; ++l)
+            weights[l] = A(av_x, fabsf(x[32 * j + l]));
+        scales[j] = kf_make_qkx(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], -1.f, 0.1f,
+                                20);
+    }
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? Dv(63.f, max_scale) : 0.f;
+    float inv_min = max_min > 0 ? Dv(63.f, max_min) : 0.f;
+    int ls[8], lm[8];
+    for (int j = 0; j < 8; ++j) {
+        ls[j] = kf_imin(63, (unsigned char)kf_nearest(M(inv_scale, scales[j])));
+        lm[j] = kf_imin(63, (unsigned char)kf_nearest(M(inv_min, mins[j])));
+    }
+    const float dh = kf_f16_round(Dv(max_scale, 63.f));
+    const float mh = kf_f16_round(Dv(max_min, 63.f));
+    for (int j = 0; j < 8; ++j) {
+        const float d = M(dh, (float)ls[j]);
+        const float dm = M(mh, (float)lm[j]);
+        if (d != 0.0f) {
+            for (int ii = 0; ii < 32; ++ii) {
+                int l = kf_nearest(Dv(A(x[32 * j + ii], dm), d));
+                L[32 * j + ii] = (unsigned char)kf_imax(0, kf_imin(15, l));
+            }
+        }
+        for (int ii = 0; ii < 32; ++ii)
+            y[32 * j + ii] = S(M(d, (float)(L[32 * j + ii] & 0x0f)), dm);
+    }
+}
+
+/* q_qh_make_qx with qw NULL (weights x²). */
+__device__ float kf_make_qx(int n, int nmax, const float *x, signed char *L)
+{
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < 1e-15f) {
+        for (int i = 0; i < n; ++i)
+            L[i] = 0;
+        return 0.f;
+    }
+    float iscale = Dv((float)-nmax, max);
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = kf_nearest(M(iscale, x[i]));
+        l = kf_imax(-nmax, kf_imin(nmax - 1, l));
+        L[i] = (signed char)(l + nmax);
+        float w = M(x[i], x[i]);
+        sumlx = A(sumlx, M(M(w, x[i]), (float)l));
+        suml2 = A(suml2, M(M(w, (float)l), (float)l));
+    }
+    float scale = suml2 != 0.0f ? Dv(sumlx, suml2) : 0.0f;
+    float best = M(scale, sumlx);
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        iscale = Dv(-A((float)nmax, M(0.1f, (float)is)), max);
+        sumlx = 0;
+        suml2 = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = kf_nearest(M(iscale, x[i]));
+            l = kf_imax(-nmax, kf_imin(nmax - 1, l));
+            float w = M(x[i], x[i]);
+            sumlx = A(sumlx, M(M(w, x[i]), (float)l));
+            suml2 = A(suml2, M(M(w, (float)l), (float)l));
+        }
+        if (suml2 > 0 && M(sumlx, sumlx) > M(best, suml2)) {
+            for (int i = 0; i < n; ++i) {
+                int l = kf_nearest(M(iscale, x[i]));
+                L[i] = (signed char)(nmax + kf_imax(-nmax, kf_imin(nmax - 1, l)));
+            }
+            scale = Dv(sumlx, suml2);
+            best = M(scale, sumlx);
+        }
+    }
+    return scale;
+}
+
+/* q6_k super-block of 256 values: y = dequant(quantize_row_q6_K_ref(x)). */
+__device__ void kf_q6_k(const float *x, float *y)
+{
+    signed char L[256];
+    float scales[16];
+    for (int ib = 0; ib < 16; ++ib)
+        scales[ib] = kf_make_qx(16, 32, x + 16 * ib, L + 16 * ib);
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < 16; ++ib) {
+        const float abs_scale = fabsf(scales[ib]);
+        if (abs_scale > max_abs_scale) {
+            max_abs_scale = abs_scale;
+            max_scale = scales[ib];
+        }
+    }
+    if (max_abs_scale < 1e-15f) {
+        for (int i = 0; i < 256; ++i)
+            y[i] = 0.0f;
+        return;
+    }
+    const float iscale = Dv(-128.f, max_scale);
+    const float dall = kf_f16_round(Dv(1.0f, iscale));
+    for (int j = 0; j < 16; ++j) {
+        const signed char sc = (signed char)kf_imin(127, kf_nearest(M(iscale, scales[j])));
+        const float d = M(dall, (float)sc);
+        if (d != 0.0f) {
+            for (int ii = 0; ii < 16; ++ii) {
+                int l = kf_nearest(Dv(x[16 * j + ii], d));
+                L[16 * j + ii] = (signed char)(kf_imax(-32, kf_imin(31, l)) + 32);
+            }
+        }
+        for (int ii = 0; ii < 16; ++ii)
+            y[16 * j + ii] = M(d, (float)((L[16 * j + ii] & 0x3f) - 32));
+    }
+}
+
+/* Unit u (0 <= u < rows × upr): quantize, dequantize, accumulate into s and
+ * hist (a shared-memory histogram in kf_main). */
+template <int T>
+__device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long *hist)
+{
+    const long long r = u / j.upr, c0 = (u % j.upr) * j.ulen;
+    const long long len = j.cols - c0 < j.ulen ? j.cols - c0 : j.ulen;
+    const long long base = r * j.cols + c0;
+    const float *iw = j.iw ? j.iw + c0 : nullptr;
+    if (j.kind == KF_Q8_0) {
+        float amax = 0.0f;
+        for (int k = 0; k < 32; k++) {
+            float a = fabsf(kf_ld<T>(j.src, base + k));
+            amax = amax > a ? amax : a;
+        }
+        const float d = __fdiv_rn(amax, 127.0f);
+        const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+        const float dh = kf_f16_round(d);
+        for (int k = 0; k < 32; k++) {
+            float x = kf_ld<T>(j.src, base + k);
+            int l = kf_cvt_i8(roundf(__fmul_rn(x, id)));
+            kf_acc(s, hist, j.range, x, __fmul_rn((float)l, dh), iw, k);
+        }
+    } else if (j.kind == KF_Q4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int k = 0; k < 32; k++) {
+            float x = kf_ld<T>(j.src, base + k);
+            if (amax < fabsf(x)) {
+                amax = fabsf(x);
+                max = x;
+            }
+        }
+        const float d = __fdiv_rn(max, -8.0f);
+        const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+        const float dh = kf_f16_round(d);
+        for (int k = 0; k < 32; k++) {
+            float x = kf_ld<T>(j.src, base + k);
+            int l = kf_cvt_i8(__fadd_rn(__fmul_rn(x, id), 8.5f));
+            l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
+            kf_acc(s, hist, j.range, x, __fmul_rn((float)(l - 8), dh), iw, k);
+        }
+    } else if (j.kind == KF_Q4_K || j.kind == KF_Q6_K) {
+        float x[256], y[256];
+        for (int k = 0; k < 256; k++)
+            x[k] = kf_ld<T>(j.src, base + k);
+        if (j.kind == KF_Q4_K)
+            kf_q4_k(x, y);
+        else
+            kf_q6_k(x, y);
+        for (int k = 0; k < 256; k++)
+            kf_acc(s, hist, j.range, x[k], y[k], iw, k);
+    } else {
+        float lo, hi;
+        if (j.tensor) {
+            lo = j.tlo;
+            hi = j.thi;
+        } else {
+            lo = INFINITY;
+            hi = -INFINITY;
+            for (long long k = 0; k < len; k++) {
+                float x = kf_ld<T>(j.src, base + k);
+                lo = fminf(lo, x);
+                hi = fmaxf(hi, x);
+            }
+            if (lo > hi)
+                lo = hi = 0.0f;
+        }
+        const kf_gpar p = kf_params(j, lo, hi);
+        for (long long k = 0; k < len; k++) {
+            float x = kf_ld<T>(j.src, base + k);
+            kf_acc(s, hist, j.range, x, kf_grid_one(j, p, x), iw, k);
+        }
+    }
+}
+
+/* Fixed-order tree over the block; result in thread 0. All threads call. */
+__device__ void kf_block_reduce(kf_sums &s, kf_sums *sh)
+{
+    const int t = (int)threadIdx.x;
+    sh[t] = s;
+    __syncthreads();
+    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
+        if (t < h) {
+            kf_sums &a = sh[t];
+            const kf_sums &b = sh[t + h];
+            a.w2 = __dadd_rn(a.w2, b.w2);
+            a.q2 = __dadd_rn(a.q2, b.q2);
+            a.wq = __dadd_rn(a.wq, b.wq);
+            a.e2 = __dadd_rn(a.e2, b.e2);
+            a.iwe2 = __dadd_rn(a.iwe2, b.iwe2);
+            a.iww2 = __dadd_rn(a.iww2, b.iww2);
+            a.maxabs = b.maxabs > a.maxabs ? b.maxabs : a.maxabs;
+        }
+        __syncthreads();
+    }
+    s = sh[0];
+}
+
+/* One unit per thread; one partial (sums + histogram) per block. */
+template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
+{
+    __shared__ kf_sums sh[KF_THREADS];
+    __shared__ unsigned long long hist[KF_BINS];
+    for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS)
+        hist[b] = 0;
+    __syncthreads();
+    kf_sums s = {0, 0, 0, 0, 0, 0, 0};
+    const long long u = (long long)blockIdx.x * KF_THREADS + threadIdx.x;
+    if (u < j.rows * j.upr)
+        kf_unit<T>(j, u, s, hist);
+    kf_block_reduce(s, sh); /* its __syncthreads also orders the histogram atomics */
+    if (threadIdx.x == 0)
+        j.parts[blockIdx.x] = s;
+    for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS)
+        j.hparts[(long long)blockIdx.x * KF_BINS + b] = hist[b];
+}
+
+/* Range (min, max) of the finite source values, one pair per block. */
+template <int T>
+__global__ void __launch_bounds__(KF_THREADS) kf_range(const void *src, long long n,
+                                                      float2 *out)
+{
+    __shared__ float2 sh[KF_THREADS];
+    float lo = INFINITY, hi = -INFINITY;
+    const long long stride = (long long)gridDim.x * KF_THREADS;
+    for (long long i = (long long)blockIdx.x * KF_THREADS + threadIdx.x; i < n; i += stride) {
+        float x = kf_ld<T>(src, i);
+        lo = fminf(lo, x);
+        hi = fmaxf(hi, x);
+    }
+    sh[threadIdx.x] = make_float2(lo, hi);
+    __syncthreads();
+    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) {
+            sh[threadIdx.x].x = fminf(sh[threadIdx.x].x, sh[threadIdx.x + h].x);
+            sh[threadIdx.x].y = fmaxf(sh[threadIdx.x].y, sh[threadIdx.x + h].y);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = sh[0];
+}
+
+/* res = parts[0] + ... + parts[n - 1] (fixed order), histograms likewise. */
+__global__ void __launch_bounds__(KF_THREADS)
+    kf_final(const kf_sums *parts, const unsigned long long *hparts, long long n, kf_sums *res,
+             unsigned long long *hres)
+{
+    __shared__ kf_sums sh[KF_THREADS];
+    kf_sums s = {0, 0, 0, 0, 0, 0, 0};
+    for (long long i = threadIdx.x; i < n; i += KF_THREADS) {
+        const kf_sums &b = parts[i];
+        s.w2 = __dadd_rn(s.w2, b.w2);
+        s.q2 = __dadd_rn(s.q2, b.q2);
+        s.wq = __dadd_rn(s.wq, b.wq);
+        s.e2 = __dadd_rn(s.e2, b.e2);
+        s.iwe2 = __dadd_rn(s.iwe2, b.iwe2);
+        s.iww2 = __dadd_rn(s.iww2, b.iww2);
+        s.maxabs = b.maxabs > s.maxabs ? b.maxabs : s.maxabs;
+    }
+    kf_block_reduce(s, sh);
+    if (threadIdx.x == 0)
+        *res = s;
+    for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS) {
+        unsigned long long c = 0;
+        for (long long i = 0; i < n; i++)
+            c += hparts[i * KF_BINS + b];
+        hres[b] = c;
+    }
+}
+
+/* ---- host side ---- */
+
+struct kf_kept {
+    const void *host;
+    size_t bytes;
+    void *dev;
+    unsigned long long used; /* LRU stamp */
+};
+
+pthread_mutex_t kf_lock = PTHREAD_MUTEX_INITIALIZER;
+kf_kept kf_keep[KF_KEEP];
+unsigned long long kf_clock;
+void *kf_src;          /* device scratch copy of a tensor not kept */
+size_t kf_src_cap;
+void *kf_scr;          /* device: partials, histograms, result, imatrix, ranges */
+size_t kf_scr_cap;
+cudaEvent_t kf_ev[3];
+bool kf_ev_ok;
+bool kf_have_timing;
+double kf_copy_ms, kf_kernel_ms;
+
+kf_kind kf_kind_of(const q_fmt_spec *s)
+{
+    switch (s->id) {
+    case Q_FMT_Q8_0:
+        return KF_Q8_0;
+    case Q_FMT_Q4_0:
+        return KF_Q4_0;
+    case Q_FMT_Q4_K:
+        return KF_Q4_K;
+    case Q_FMT_Q6_K:
+        return KF_Q6_K;
+    case Q_FMT_INT:
+        return s->bits >= 2 && s->bits <= 8 ? KF_INT : KF_NONE;
+    case Q_FMT_UINT:
+        return s->bits >= 2 && s->bits <= 8 ? KF_UINT : KF_NONE;
+    case Q_FMT_FP8_E4M3:
+    case Q_FMT_FP8_E5M2:
+        return KF_FP8;
+    case Q_FMT_NF4:
+        return KF_NF4;
+    default:
+        return KF_NONE;
+    }
+}
+
+q_status kf_cuda_fail(q_err *err, const char *what, cudaError_t e)
+{
+    (void)cudaGetLastError();
+    return q_fail(err, e == cudaErrorMemoryAllocation ? Q_ENOMEM : Q_EINTERNAL,
+                  "k_cuda_preview: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define KF_TRY(what, call)                          \
+    do {                                            \
+        cudaError_t kf_e_ = (call);                 \
+        if (kf_e_ != cudaSuccess)                   \
+            return kf_cuda_fail(err, (what), kf_e_); \
+    } while (0)
+
+/* Makes *buf hold at least need bytes. Lock held. */
+q_status kf_grow(void **buf, size_t *cap, size_t need, q_err *err)
+{
+    if (*cap >= need)
+        return Q_OK;
+    if (*buf)
+        (void)cudaFree(*buf);
+    *buf = NULL;
+    *cap = 0;
+    size_t want = need < ((size_t)1 << 20) ? ((size_t)1 << 20) : need;
+    KF_TRY("cudaMalloc", cudaMalloc(buf, want));
+    *cap = want;
+    return Q_OK;
+}
+
+kf_kept *kf_find(const void *src)
+{
+    for (int i = 0; i < KF_KEEP; i++)
+        if (kf_keep[i].dev && kf_keep[i].host == src)
+            return &kf_keep[i];
+    return NULL;
+}
+
+void kf_drop(kf_kept *k)
+{
+    if (k->dev)
+        (void)cudaFree(k->dev);
+    memset(k, 0, sizeof *k);
+}
+
+size_t kf_align(size_t n)
+{
+    return (n + 255) & ~(size_t)255;
+}
+
+template <int T> void kf_launch_main(const kf_job &j, long long blocks)
+{
+    kf_main<T><<<(unsigned)blocks, KF_THREADS>>>(j);
+}
+
+template <int T> void kf_launch_range(const void *src, long long n, int blocks, float2 *out)
+{
+    kf_range<T><<<blocks, KF_THREADS>>>(src, n, out);
+}
+
+/* The preview on the device, lock held and device 0 current. */
+q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t cols,
+                const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
+                q_metrics_acc *res, q_err *err)
+{
+    const bool timed = kf_ev_ok;
+    if (timed)
+        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[0]));
+    const void *dsrc;
+    kf_kept *kept = kf_find(src);
+    if (kept && kept->bytes >= bytes) {
+        kept->used = ++kf_clock;
+        dsrc = kept->dev;
+    } else {
+        q_status st = kf_grow(&kf_src, &kf_src_cap, bytes, err);
+        if (st != Q_OK)
+            return st;
+        KF_TRY("cudaMemcpy(tensor to device)",
+               cudaMemcpy(kf_src, src, bytes, cudaMemcpyHostToDevice));
+        dsrc = kf_src;
+    }
+    if (timed)
+        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[1]));
+
+    kf_job j;
+    memset(&j, 0, sizeof j);
+    j.src = dsrc;
+    j.rows = rows;
+    j.cols = cols;
+    j.kind = kind;
+    j.range = range;
+    const int bits = fmt->bits;
+    if (kind == KF_Q8_0 || kind == KF_Q4_0) {
+        j.ulen = 32;
+    } else if (kind == KF_Q4_K || kind == KF_Q6_K) {
+        j.ulen = 256;
+    } else if (fmt->group < 0) {
+        j.tensor = true;
+        j.ulen = KF_TENSOR_UNIT;
+    } else {
+        j.ulen = fmt->group > 0 ? fmt->group : cols;
+    }
+    j.upr = (cols + j.ulen - 1) / j.ulen;
+    if (kind == KF_INT) {
+        j.qlo = -(float)(1 << (bits - 1));
+        j.qhi = (float)((1 << (bits - 1)) - 1);
+        j.half = (float)((1 << bits) - 1) / 2.0f;
+    } else if (kind == KF_UINT) {
+        j.qhi = (float)((1 << bits) - 1);
+    } else if (kind == KF_FP8) {
+        bool e4 = fmt->id == Q_FMT_FP8_E4M3;
+        j.mbits = e4 ? 3 : 2;
+        j.emin = e4 ? -6 : -14;
+        j.fmax = e4 ? 448.0f : 57344.0f;
+    }
+    const long long units = (long long)rows * j.upr;
+    const long long blocks = (units + KF_THREADS - 1) / KF_THREADS;
+    const int rblocks = 256;
+    const size_t o_hp = kf_align((size_t)blocks * sizeof(kf_sums));
+    const size_t o_res = o_hp + kf_align((size_t)blocks * KF_BINS * sizeof(unsigned long long));
+    const size_t o_hres = o_res + kf_align(sizeof(kf_sums));
+    const size_t o_iw = o_hres + kf_align(KF_BINS * sizeof(unsigned long long));
+    const size_t o_rg = o_iw + kf_align(imatrix ? (size_t)cols * sizeof(float) : 0);
+    const size_t total = o_rg + kf_align(rblocks * sizeof(float2));
+    q_status st = kf_grow(&kf_scr, &kf_scr_cap, total, err);
+    if (st != Q_OK)
+        return st;
+    char *scr = static_cast<char *>(kf_scr);
+    j.parts = reinterpret_cast<kf_sums *>(scr);
+    j.hparts = reinterpret_cast<unsigned long long *>(scr + o_hp);
+    kf_sums *dres = reinterpret_cast<kf_sums *>(scr + o_res);
+    unsigned long long *dhres = reinterpret_cast<unsigned long long *>(scr + o_hres);
+    if (imatrix) {
+        KF_TRY("cudaMemcpy(imatrix to device)",
+               cudaMemcpy(scr + o_iw, imatrix, (size_t)cols * sizeof(float),
+                          cudaMemcpyHostToDevice));
+        j.iw = reinterpret_cast<const float *>(scr + o_iw);
+    }
+    if (j.tensor) {
+        float2 *drg = reinterpret_cast<float2 *>(scr + o_rg);
+        float2 rg[rblocks];
+        const long long n = (long long)rows * cols;
+        if (type == K_SRC_F32)
+            kf_launch_range<K_SRC_F32>(dsrc, n, rblocks, drg);
+        else if (type == K_SRC_F16)
+            kf_launch_range<K_SRC_F16>(dsrc, n, rblocks, drg);
+        else
+            kf_launch_range<K_SRC_BF16>(dsrc, n, rblocks, drg);
+        KF_TRY("kf_range launch", cudaGetLastError());
+        KF_TRY("cudaMemcpy(range to host)",
+               cudaMemcpy(rg, drg, sizeof rg, cudaMemcpyDeviceToHost));
+        float lo = INFINITY, hi = -INFINITY;
+        for (int i = 0; i < rblocks; i++) {
+            lo = fminf(lo, rg[i].x);
+            hi = fmaxf(hi, rg[i].y);
+        }
+        if (lo > hi)
+            lo = hi = 0.0f;
+        j.tlo = lo;
+        j.thi = hi;
+    }
+    if (type == K_SRC_F32)
+        kf_launch_main<K_SRC_F32>(j, blocks);
+    else if (type == K_SRC_F16)
+        kf_launch_main<K_SRC_F16>(j, blocks);
+    else
+        kf_launch_main<K_SRC_BF16>(j, blocks);
+    KF_TRY("kf_main launch", cudaGetLastError());
+    kf_final<<<1, KF_THREADS>>>(j.parts, j.hparts, blocks, dres, dhres);
+    KF_TRY("kf_final launch", cudaGetLastError());
+    kf_sums s;
+    unsigned long long h[KF_BINS];
+    /* Synchronous: also reports errors of the kernels above. */
+    KF_TRY("cudaMemcpy(result to host)", cudaMemcpy(&s, dres, sizeof s, cudaMemcpyDeviceToHost));
+    KF_TRY("cudaMemcpy(histogram to host)",
+           cudaMemcpy(h, dhres, sizeof h, cudaMemcpyDeviceToHost));
+    if (timed) {
+        float a = 0, b = 0;
+        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[2]));
+        KF_TRY("cudaEventSynchronize", cudaEventSynchronize(kf_ev[2]));
+        KF_TRY("cudaEventElapsedTime", cudaEventElapsedTime(&a, kf_ev[0], kf_ev[1]));
+        KF_TRY("cudaEventElapsedTime", cudaEventElapsedTime(&b, kf_ev[1], kf_ev[2]));
+        kf_copy_ms = dsrc == kf_src ? a : 0.0;
+        kf_kernel_ms = b;
+        kf_have_timing = true;
+    }
+    res->n = (int64_t)rows * cols;
+    res->sum_w2 = s.w2;
+    res->sum_q2 = s.q2;
+    res->sum_wq = s.wq;
+    res->sum_e2 = s.e2;
+    res->sum_iw_e2 = s.iwe2;
+    res->sum_iw_w2 = s.iww2;
+    res->max_abs = s.maxabs;
+    res->weighted = imatrix != NULL;
+    if (res->hist_range > 0.0)
+        for (int b = 0; b < KF_BINS; b++)
+            res->hist[b] = (int64_t)h[b];
+    return Q_OK;
+}
+
+/* Runs fn with the lock held and device 0 current (restored after). */
+template <typename F> q_status kf_locked(q_err *err, F fn)
+{
+    pthread_mutex_lock(&kf_lock);
+    int prev = 0;
+    q_status st;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e == cudaSuccess && prev != 0)
+        e = cudaSetDevice(0);
+    if (e != cudaSuccess) {
+        st = kf_cuda_fail(err, "cudaSetDevice(0)", e);
+    } else {
+        if (!kf_ev_ok) {
+            kf_ev_ok = cudaEventCreate(&kf_ev[0]) == cudaSuccess &&
+                       cudaEventCreate(&kf_ev[1]) == cudaSuccess &&
+                       cudaEventCreate(&kf_ev[2]) == cudaSuccess;
+            (void)cudaGetLastError();
+        }
+        st = fn();
+        if (prev != 0)
+            (void)cudaSetDevice(prev);
+    }
+    pthread_mutex_unlock(&kf_lock);
+    return st;
+}
+
+size_t kf_esize(k_src type)
+{
+    return type == K_SRC_F32 ? 4 : type == K_SRC_F16 || type == K_SRC_BF16 ? 2 : 0;
+}
+
+} /* namespace */
+
+extern "C" bool k_cuda_fused_has(const q_fmt_spec *spec)
+{
+    return spec && kf_kind_of(spec) != KF_NONE;
+}
+
+extern "C" q_status k_cuda_preview(const void *src, k_src type, int64_t rows, int64_t cols,
+                                   const q_fmt_spec *fmt, const float *imatrix,
+                                   double hist_range, q_metrics_acc *out, q_err *err)
+{
+    const size_t esz = kf_esize(type);
+    if (esz == 0)
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: unknown source type %d", (int)type);
+    if (!out || !fmt)
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: %s is NULL", out ? "fmt" : "out");
+    if (rows < 0 || cols <= 0)
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: bad shape %lld x %lld", (long long)rows,
+                      (long long)cols);
+    if ((uint64_t)rows > (uint64_t)(INT64_MAX / 4) / (uint64_t)cols)
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: %lld x %lld values exceed the address space",
+                      (long long)rows, (long long)cols);
+    if (rows > 0 && !src)
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: src is NULL with %lld rows",
+                      (long long)rows);
+    q_status st = q_fmt_check(fmt, cols, err);
+    if (st != Q_OK)
+        return st;
+    char name[64];
+    q_fmt_name(fmt, name, sizeof name);
+    if (!q_fmt_fits(fmt, cols))
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: %s does not fit rows of %lld", name,
+                      (long long)cols);
+    const kf_kind kind = kf_kind_of(fmt);
+    if (kind == KF_NONE)
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: no CUDA kernel for %s", name);
+    char why[256];
+    if (!k_cuda_available(why, sizeof why))
+        return q_fail(err, Q_EUSAGE, "k_cuda_preview: %s", why);
+    if (rows == 0)
+        return Q_OK;
+    const size_t bytes = (size_t)rows * (size_t)cols * esz;
+    q_metrics_acc res;
+    q_metrics_init(&res, hist_range);
+    st = kf_locked(err, [&]() {
+        return kf_run(src, type, bytes, rows, cols, fmt, kind, imatrix, res.hist_range, &res,
+                      err);
+    });
+    if (st != Q_OK)
+        return st;
+    q_metrics_merge(out, &res);
+    return Q_OK;
+}
+
+extern "C" q_status k_cuda_keep(const void *src, size_t bytes, q_err *err)
+{
+    if (!src || bytes == 0)
+        return q_fail(err, Q_EUSAGE, "k_cuda_keep: %s", src ? "0 bytes" : "src is NULL");
+    char why[256];
+    if (!k_cuda_available(why, sizeof why))
+        return q_fail(err, Q_EUSAGE, "k_cuda_keep: %s", why);
+    return kf_locked(err, [&]() -> q_status {
+        kf_kept *k = kf_find(src);
+        if (!k) {
+            k = &kf_keep[0];
+            for (int i = 0; i < KF_KEEP; i++) {
+                if (!kf_keep[i].dev) {
+                    k = &kf_keep[i];
+                    break;
+                }
+                if (kf_keep[i].used < k->used)
+                    k = &kf_keep[i];
+            }
+        }
+        kf_drop(k);
+        cudaError_t e = cudaMalloc(&k->dev, bytes);
+        if (e != cudaSuccess) {
+            k->dev = NULL;
+            return kf_cuda_fail(err, "cudaMalloc(kept tensor)", e);
+        }
+        e = cudaMemcpy(k->dev, src, bytes, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            kf_drop(k);
+            return kf_cuda_fail(err, "cudaMemcpy(kept tensor)", e);
+        }
+        k->host = src;
+        k->bytes = bytes;
+        k->used = ++kf_clock;
+        return Q_OK;
+    });
+}
+
+extern "C" void k_cuda_forget(const void *src)
+{
+    if (!src || !k_cuda_available(NULL, 0))
+        return;
+    (void)kf_locked(NULL, [&]() -> q_status {
+        kf_kept *k = kf_find(src);
+        if (k)
+            kf_drop(k);
+        return Q_OK;
+    });
+}
+
+extern "C" bool k_cuda_preview_timing(double *copy_ms, double *kernel_ms)
+{
+    pthread_mutex_lock(&kf_lock);
+    bool have = kf_have_timing;
+    if (copy_ms)
+        *copy_ms = have ? kf_copy_ms : 0.0;
+    if (kernel_ms)
+        *kernel_ms = have ? kf_kernel_ms : 0.0;
+    pthread_mutex_unlock(&kf_lock);
+    return have;
+}
+
+extern "C" void k_cuda_fused_release(void)
+{
+    if (!k_cuda_available(NULL, 0))
+        return;
+    (void)kf_locked(NULL, [&]() -> q_status {
+        for (int i = 0; i < KF_KEEP; i++)
+            kf_drop(&kf_keep[i]);
+        if (kf_src)
+            (void)cudaFree(kf_src);
+        if (kf_scr)
+            (void)cudaFree(kf_scr);
+        kf_src = kf_scr = NULL;
+        kf_src_cap = kf_scr_cap = 0;
+        (void)cudaGetLastError();
+        return Q_OK;
+    });
+}
