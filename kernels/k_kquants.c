@@ -30,6 +30,7 @@
 #include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_format.h"
+#include "q_qhelpers.h"
 #include "q_quants.h"
 
 #if defined(__clang__)
@@ -45,245 +46,7 @@
 #define KK_X86 0
 #endif
 
-#define KK_EPS 1e-15f
-
-/* ---- scalar pieces shared with the reference (same operation order) ---- */
-
-static inline int kk_imin(int a, int b)
-{
-    return a < b ? a : b;
-}
-
-static inline int kk_imax(int a, int b)
-{
-    return a > b ? a : b;
-}
-
-static inline int kk_nint(float f)
-{
-    float v = f + 12582912.f;
-    int32_t i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
-/* ggml's f32 -> f16 (every NaN becomes 0x7e00 with its sign). */
-static inline uint16_t kk_f16(float f)
-{
-    if (isnan(f)) {
-        uint32_t u;
-        memcpy(&u, &f, sizeof u);
-        return (uint16_t)(((u >> 16) & 0x8000u) | 0x7e00u);
-    }
-    return q_f32_to_f16(f);
-}
-
-static float kk_sumsq(const float *x)
-{
-    float s = 0;
-    for (int j = 0; j < QK_K; ++j)
-        s += x[j] * x[j];
-    return s;
-}
-
-/* make_qp_quants (scales or mins to 0..nmax with weights qw). */
-static float kk_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *qw)
-{
-    float max = 0;
-    for (int i = 0; i < n; ++i)
-        max = max > x[i] ? max : x[i];
-    if (max < KK_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = nmax / max;
-    for (int i = 0; i < n; ++i)
-        L[i] = (uint8_t)kk_nint(iscale * x[i]);
-    float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; ++i) {
-        float diff = x[i] - scale * L[i];
-        best_mse += qw[i] * diff * diff;
-    }
-    for (int is = -4; is <= 4; ++is) {
-        if (is == 0)
-            continue;
-        float iscale_is = (0.1f * is + nmax) / max;
-        float scale_is = 1 / iscale_is;
-        float mse = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = kk_imin(nmax, kk_nint(iscale_is * x[i]));
-            float diff = x[i] - scale_is * l;
-            mse += qw[i] * diff * diff;
-        }
-        if (mse < best_mse) {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    float sumlx = 0;
-    float suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = kk_imin(nmax, kk_nint(iscale * x[i]));
-        L[i] = (uint8_t)l;
-        float w = qw[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
-    for (int pass = 0; pass < 5; ++pass) {
-        int changed = 0;
-        for (int i = 0; i < n; ++i) {
-            float w = qw[i];
-            float slx = sumlx - w * x[i] * L[i];
-            float sl2 = suml2 - w * L[i] * L[i];
-            if (slx > 0 && sl2 > 0) {
-                int nl = kk_imin(nmax, kk_nint(x[i] * sl2 / slx));
-                if (nl != L[i]) {
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
-                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = (uint8_t)nl;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        ++changed;
-                    }
-                }
-            }
-        }
-        if (!changed)
-            break;
-    }
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
-/* make_qx_quants with weights qw (Q3_K's search over its sixteen scales). */
-static float kk_make_qx(int n, int nmax, const float *x, int8_t *L, const float *qw)
-{
-    float max = 0;
-    float amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < KK_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = -nmax / max;
-    float sumlx = 0;
-    float suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = kk_imax(-nmax, kk_imin(nmax - 1, kk_nint(iscale * x[i])));
-        L[i] = (int8_t)(l + nmax);
-        float w = qw[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
-    float scale = suml2 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0)
-            continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = 0;
-        suml2 = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = kk_imax(-nmax, kk_imin(nmax - 1, kk_nint(iscale * x[i])));
-            float w = qw[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; ++i) {
-                int l = kk_nint(iscale * x[i]);
-                L[i] = (int8_t)(nmax + kk_imax(-nmax, kk_imin(nmax - 1, l)));
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
-static void kk_k4_put(uint8_t *q, int j, uint8_t ls, uint8_t lm)
-{
-    if (j < 4) {
-        q[j] = ls;
-        q[j + 4] = lm;
-    } else {
-        q[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
-        q[j - 4] |= (uint8_t)((ls >> 4) << 6);
-        q[j] |= (uint8_t)((lm >> 4) << 6);
-    }
-}
-
-static void kk_k4_get(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
-{
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
-static void kk_q3_put(uint8_t *scales, int j, int l)
-{
-    if (j < 8)
-        scales[j] = (uint8_t)(l & 0xF);
-    else
-        scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
-    l >>= 4;
-    scales[j % 4 + 8] |= (uint8_t)(l << (2 * (j / 4)));
-}
-
-/* Q4_K/Q5_K tail after the sub-block searches: packed 6-bit scales and mins,
- * d and dmin. sw: per-sub-block weight sums (imatrix path), NULL otherwise. */
-static void kk_k45_tail(int nmax, const float *scales, const float *mins, const float *sw,
-                        uint16_t *d, uint16_t *dmin, uint8_t *packed)
-{
-    memset(packed, 0, K_SCALE_SIZE);
-    if (!sw) {
-        float max_scale = 0;
-        float max_min = 0;
-        for (int j = 0; j < QK_K / 32; ++j) {
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
-        }
-        float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-        float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-        for (int j = 0; j < QK_K / 32; ++j) {
-            uint8_t ls = (uint8_t)kk_nint(inv_scale * scales[j]);
-            uint8_t lm = (uint8_t)kk_nint(inv_min * mins[j]);
-            ls = (uint8_t)kk_imin(63, ls);
-            lm = (uint8_t)kk_imin(63, lm);
-            kk_k4_put(packed, j, ls, lm);
-        }
-        *d = kk_f16(max_scale / 63.f);
-        *dmin = kk_f16(max_min / 63.f);
-        return;
-    }
-    uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
-    float d_block = kk_make_qp(QK_K / 32, 63, scales, Ls, sw);
-    float m_block = kk_make_qp(QK_K / 32, 63, mins, Lm, sw);
-    for (int j = 0; j < QK_K / 32; ++j) {
-        uint8_t ls = Ls[j];
-        uint8_t lm = Lm[j];
-        if (nmax == 31) {
-            ls = (uint8_t)kk_imin(63, ls);
-            lm = (uint8_t)kk_imin(63, lm);
-        }
-        kk_k4_put(packed, j, ls, lm);
-    }
-    *d = kk_f16(d_block);
-    *dmin = kk_f16(m_block);
-}
+/* ---- scalar pieces (those shared with the reference are in q_qhelpers.h) ---- */
 
 /* Source of flattened super-block b (row-major over rows of nb blocks). */
 static inline const float *kk_blk(const float *src, int64_t n_per_row, int64_t nb, int64_t b)
@@ -309,8 +72,10 @@ static void kk_recipe_levels(const kk_recipe *r, int s, const float *x, int n, i
         memset(L, 0, (size_t)n);
         return;
     }
-    for (int i = 0; i < n; ++i)
-        L[i] = (uint8_t)(kk_imax(lo, kk_imin(hi, kk_nint(r->is[s] * (x[i] - r->mn[s])))) + bias);
+    for (int i = 0; i < n; ++i) {
+        int l = q_qh_nearest_int(r->is[s] * (x[i] - r->mn[s]));
+        L[i] = (uint8_t)(q_qh_imax(lo, q_qh_imin(hi, l)) + bias);
+    }
 }
 
 #if KK_X86
@@ -612,7 +377,7 @@ KK_AVX2 static void kk_vmaxabs(int n, const float *xt, __m256 *mx, __m256 *degen
             m = _mm256_blendv_ps(m, x, gt);
         }
         mx[v] = m;
-        degen[v] = _mm256_cmp_ps(amax, _mm256_set1_ps(KK_EPS), _CMP_LT_OQ);
+        degen[v] = _mm256_cmp_ps(amax, _mm256_set1_ps(Q_QH_GROUP_MAX_EPS), _CMP_LT_OQ);
     }
 }
 
@@ -911,12 +676,12 @@ KK_AVX2 static void kk_k45_pair(int nmax, const float *const *x, const float *co
         uint16_t d16, dm16;
         uint8_t packed[K_SCALE_SIZE];
         uint8_t *Lv = L + v * QK_K;
-        kk_k45_tail(nmax, scales + 8 * v, mins + 8 * v, qw[0] ? sw + 8 * v : NULL, &d16, &dm16,
+        q_qh_k45_tail(nmax, scales + 8 * v, mins + 8 * v, qw[0] ? sw + 8 * v : NULL, &d16, &dm16,
                     packed);
         const float dall = q_f16_to_f32(d16), mall = q_f16_to_f32(dm16);
         for (int j = 0; j < QK_K / 32; ++j) {
             uint8_t sc, m;
-            kk_k4_get(j, packed, &sc, &m);
+            q_qh_k4_get(j, packed, &sc, &m);
             const float d = dall * sc;
             if (!d) {
                 kk_recipe_levels(&rec, 8 * v + j, x[v] + 32 * j, 32, 0, nmax, 0, Lv + 32 * j);
@@ -979,24 +744,9 @@ KK_AVX2 static void kk_q6_block(const float *x, const float *qw, block_q6_K *b)
     }
     kk_qx(16, 32, xt, qw ? qt : NULL, scales, &rec);
 
-    float max_scale = 0;
-    float max_abs_scale = 0;
-    for (int ib = 0; ib < QK_K / 16; ++ib) {
-        const float abs_scale = fabsf(scales[ib]);
-        if (abs_scale > max_abs_scale) {
-            max_abs_scale = abs_scale;
-            max_scale = scales[ib];
-        }
-    }
     memset(b, 0, sizeof *b);
-    if (max_abs_scale < KK_EPS) {
-        b->d = kk_f16(0.f);
+    if (!q_qh_q6_scales(scales, b))
         return;
-    }
-    float iscale = -128.f / max_scale;
-    b->d = kk_f16(1 / iscale);
-    for (int ib = 0; ib < QK_K / 16; ++ib)
-        b->scales[ib] = (int8_t)kk_imin(127, kk_nint(iscale * scales[ib]));
     const float dall = q_f16_to_f32(b->d);
     for (int j = 0; j < QK_K / 16; ++j) {
         float d = dall * b->scales[j];
@@ -1044,49 +794,17 @@ KK_AVX2 static void kk_q2_block(const float *x, const float *qw, block_q2_K *b)
         for (int k = 0; k < KK_NV * 16 * 8; ++k)
             wt[k] = fabsf(xt[k]);
         kk_qkx(16, 3, xt, wt, -0.5f, 0.1f, 15, true, scales, mins, &rec);
-        const float q4scale = 15.f;
-        float max_scale = 0;
-        float max_min = 0;
-        for (int j = 0; j < QK_K / 16; ++j) {
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
-        }
-        if (max_scale > 0) {
-            float iscale = q4scale / max_scale;
-            for (int j = 0; j < QK_K / 16; ++j)
-                b->scales[j] = (uint8_t)kk_nint(iscale * scales[j]);
-            b->d = kk_f16(max_scale / q4scale);
-        } else {
-            b->d = kk_f16(0.f);
-        }
-        if (max_min > 0) {
-            float iscale = q4scale / max_min;
-            for (int j = 0; j < QK_K / 16; ++j) {
-                int l = kk_nint(iscale * mins[j]);
-                b->scales[j] |= (uint8_t)((unsigned)l << 4);
-            }
-            b->dmin = kk_f16(max_min / q4scale);
-        } else {
-            b->dmin = kk_f16(0.f);
-        }
+        q_qh_q2_tail(scales, mins, NULL, b);
     } else {
         _Alignas(32) float qt[KK_NV * 16 * 8];
         for (int s = 0; s < 16; ++s)
             sb[s] = qw + 16 * s;
         kk_transpose(sb, 16, qt);
         float sig[2];
-        sig[0] = sig[1] = kk_sumsq(x) / QK_K;
+        sig[0] = sig[1] = q_qh_sumsq(x) / QK_K;
         kk_w_imat(16, xt, qt, sig, wt, sw);
         kk_qkx(16, 3, xt, wt, -0.9f, 0.05f, 36, false, scales, mins, &rec);
-        uint8_t Ls[16], Lm[16];
-        float dm = kk_make_qp(16, 15, scales, Ls, sw);
-        float mm = kk_make_qp(16, 15, mins, Lm, sw);
-        b->d = kk_f16(dm);
-        b->dmin = kk_f16(mm);
-        for (int j = 0; j < 16; ++j)
-            b->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+        q_qh_q2_tail(scales, mins, sw, b);
     }
     const float dall = q_f16_to_f32(b->d);
     const float mall = q_f16_to_f32(b->dmin);
@@ -1115,26 +833,7 @@ KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
     memset(b, 0, sizeof *b);
     if (!qw) {
         kk_q3(16, 4, xt, scales, L);
-        float max_scale = 0;
-        float amax = 0;
-        for (int j = 0; j < QK_K / 16; ++j) {
-            float scale = fabsf(scales[j]);
-            if (scale > amax) {
-                amax = scale;
-                max_scale = scales[j];
-            }
-        }
-        if (max_scale) {
-            float iscale = -32.f / max_scale;
-            for (int j = 0; j < QK_K / 16; ++j) {
-                int8_t l = (int8_t)kk_nint(iscale * scales[j]);
-                l = (int8_t)(kk_imax(-32, kk_imin(31, l)) + 32);
-                kk_q3_put(b->scales, j, l);
-            }
-            b->d = kk_f16(1 / iscale);
-        } else {
-            b->d = kk_f16(0.f);
-        }
+        q_qh_q3_tail(scales, NULL, b);
     } else {
         _Alignas(32) float qt[KK_NV * 16 * 8];
         _Alignas(32) float wt[KK_NV * 16 * 8];
@@ -1143,20 +842,14 @@ KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
             sb[s] = qw + 16 * s;
         kk_transpose(sb, 16, qt);
         float sig[2];
-        sig[0] = sig[1] = 2 * kk_sumsq(x) / QK_K;
+        sig[0] = sig[1] = 2 * q_qh_sumsq(x) / QK_K;
         kk_w_imat(16, xt, qt, sig, wt, sw);
         kk_qx(16, 4, xt, wt, scales, &rec);
-        int8_t Ls[16];
-        float d_block = kk_make_qx(16, 32, scales, Ls, sw);
-        for (int j = 0; j < 16; ++j)
-            kk_q3_put(b->scales, j, Ls[j]);
-        b->d = kk_f16(d_block);
+        q_qh_q3_tail(scales, sw, b);
     }
     const float dall = q_f16_to_f32(b->d);
     for (int j = 0; j < QK_K / 16; ++j) {
-        int8_t sc = (int8_t)(j < 8 ? b->scales[j] & 0xF : b->scales[j - 8] >> 4);
-        sc = (int8_t)((sc | (((b->scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
-        float d = dall * sc;
+        float d = dall * q_qh_q3_get(b->scales, j);
         if (!d) {
             if (qw) /* the reference path's levels are in L already */
                 kk_recipe_levels(&rec, j, x + 16 * j, 16, -4, 3, 4, L + 16 * j);

@@ -20,20 +20,7 @@
 
 #include "q_blocks.h"
 #include "q_dtype.h"
-
-/* Blocks whose largest magnitude is below this are "all zero" in ggml's
- * weighted searches (GROUP_MAX_EPS). */
-#define QQ_GROUP_MAX_EPS 1e-15f
-
-static inline int qq_imin(int a, int b)
-{
-    return a < b ? a : b;
-}
-
-static inline int qq_imax(int a, int b)
-{
-    return a > b ? a : b;
-}
+#include "q_qhelpers.h"
 
 static inline void qq_st16(uint8_t *p, uint16_t v)
 {
@@ -74,153 +61,8 @@ static inline int qq_cvt_u8(float v)
     return (int)((uint32_t)qq_cvtt(v) & 0xffu);
 }
 
-/* Round to nearest, ties to even, for |f| <= 4194303: adding 1.5 * 2^23 moves
- * the integer part into the low mantissa bits (ggml's nearest_int). Outside
- * that range (and for inf/NaN) the result is the same bit-pattern garbage as
- * ggml's, but defined behaviour. */
-static inline int qq_nearest_int(float f)
-{
-    float v = f + 12582912.f;
-    int32_t i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
-/* ---- weighted search helpers (ggml's make_qx_quants / make_qkx3_quants) ---- */
-
-/* Symmetric levels -nmax..nmax-1 for n values of x with importance qw (ggml's
- * make_qx_quants with rmse_type 1 and weights given, the only way the 32-element
- * types call it). L[i] receives level + nmax (0..2*nmax-1); returns the scale
- * (negative when the largest magnitude is negative, 0 for an all-zero group). */
-static float qq_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw)
-{
-    float max = 0;
-    float amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < QQ_GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = (float)(-nmax) / max;
-    float sumlx = 0;
-    float suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qq_nearest_int(iscale * x[i]);
-        l = qq_imax(-nmax, qq_imin(nmax - 1, l));
-        L[i] = (int8_t)(l + nmax);
-        float w = qw[i];
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
-    float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0)
-            continue;
-        iscale = -((float)nmax + 0.1f * (float)is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            int l = qq_nearest_int(iscale * x[i]);
-            l = qq_imax(-nmax, qq_imin(nmax - 1, l));
-            float w = qw[i];
-            sumlx += w * x[i] * (float)l;
-            suml2 += w * (float)l * (float)l;
-        }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                int l = qq_nearest_int(iscale * x[i]);
-                L[i] = (int8_t)(nmax + qq_imax(-nmax, qq_imin(nmax - 1, l)));
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
-/* Asymmetric levels 0..nmax with a minimum, least squares under weights w
- * (ggml's make_qkx3_quants with use_mad false and weights given). Tries
- * nstep + 1 scales (rmin + rdelta * is + nmax) / (max - min), refitting scale
- * and minimum for each; keeps the best. *the_min receives minus the minimum
- * (>= 0); returns the scale. Laux is n bytes of scratch. */
-static float qq_make_qkx3_quants(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                                 float *the_min, uint8_t *Laux, float rmin, float rdelta,
-                                 int nstep)
-{
-    float min = x[0];
-    float max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min)
-            min = x[i];
-        if (x[i] > max)
-            max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0)
-        min = 0;
-    if (max <= min) {
-        memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.f;
-    }
-    float iscale = (float)nmax / (max - min);
-    float scale = 1 / iscale;
-    float best_err = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qq_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)qq_imax(0, qq_imin(nmax, l));
-        float diff = scale * (float)L[i] + min - x[i];
-        diff = diff * diff;
-        best_err += w[i] * diff;
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            /* min moves to the best fit so far, so v may be huge, inf or NaN:
-             * clamp before rounding, as current ggml does. */
-            float v = iscale * (x[i] - min);
-            int l = v > 0 ? qq_nearest_int(v < (float)nmax ? v : (float)nmax) : 0;
-            Laux[i] = (uint8_t)l;
-            float fl = (float)l;
-            sum_l += w[i] * fl;
-            sum_l2 += w[i] * fl * fl;
-            sum_xl += w[i] * fl * x[i];
-        }
-        float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float err = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                diff = diff * diff;
-                err += w[i] * diff;
-            }
-            if (err < best_err) {
-                memcpy(L, Laux, (size_t)n);
-                best_err = err;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
-}
+/* ---- weighted search helpers (make_qx_quants and make_qkx3_quants are in
+ * q_qhelpers.c) ---- */
 
 /* Σx² / n over one row: the per-row variance term of ggml's importance weights. */
 static float qq_row_sigma2(const float *x, int64_t n)
@@ -289,6 +131,37 @@ size_t q_quantize_q8_0(const float *src, void *dst, int64_t nrows, int64_t n_per
     return (size_t)nb * sizeof(block_q8_0);
 }
 
+/* ---- the four 32-element types with a reference and an imatrix path ---- */
+
+typedef void (*qq_block_ref_fn)(const float *x, uint8_t *blk);
+typedef void (*qq_row_impl_fn)(const float *x, uint8_t *out, int64_t n_per_row,
+                               const float *qw, int bits);
+
+/* Rows of n_per_row values (a multiple of 32) into blocks of bsize bytes:
+ * with an imatrix, impl quantizes each row (bits 4 or 5); without, ref
+ * quantizes each block. Returns the bytes written, 0 for a bad shape. */
+static size_t qq_quantize_rows(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                               const float *imatrix, size_t bsize, qq_block_ref_fn ref,
+                               qq_row_impl_fn impl, int bits)
+{
+    if (!qq_valid(nrows, n_per_row, 32))
+        return 0;
+    const int64_t nb = n_per_row / 32;
+    const int64_t row_size = nb * (int64_t)bsize;
+    uint8_t *out = dst;
+    for (int64_t r = 0; r < nrows; r++) {
+        const float *x = src + r * n_per_row;
+        uint8_t *orow = out + r * row_size;
+        if (imatrix) {
+            impl(x, orow, n_per_row, imatrix, bits);
+            continue;
+        }
+        for (int64_t ib = 0; ib < nb; ib++)
+            ref(x + ib * 32, orow + ib * (int64_t)bsize);
+    }
+    return (size_t)(nrows * row_size);
+}
+
 /* ---- Q4_0 / Q5_0: symmetric, d = max / -2^(bits-1) ---- */
 
 /* ggml's quantize_row_q4_0_ref / q5_0_ref for one block: max is the element of
@@ -308,7 +181,7 @@ static void qq_x_0_ref_levels(const float *x, int bits, uint8_t *L, float *d_out
     const float id = d != 0 ? 1.0f / d : 0.0f;
     const float off = (float)half + 0.5f; /* 8.5f or 16.5f */
     for (int j = 0; j < 32; j++)
-        L[j] = (uint8_t)qq_imin(2 * half - 1, qq_cvt_i8(x[j] * id + off));
+        L[j] = (uint8_t)q_qh_imin(2 * half - 1, qq_cvt_i8(x[j] * id + off));
     *d_out = d;
 }
 
@@ -345,7 +218,7 @@ static void qq_x_0_row_impl(const float *x, uint8_t *out, int64_t n_per_row, con
         const float *xb = x + 32 * ib;
         uint8_t *blk = out + ib * (int64_t)bsize;
         qq_block_weights(xb, qw + 32 * ib, sigma2, weight);
-        float d = qq_make_qx_quants(32, 1 << (bits - 1), xb, L8, weight);
+        float d = q_qh_make_qx(32, 1 << (bits - 1), xb, L8, weight);
         for (int j = 0; j < 32; j++)
             L[j] = (uint8_t)L8[j];
         if (bits == 4) {
@@ -362,43 +235,15 @@ static void qq_x_0_row_impl(const float *x, uint8_t *out, int64_t n_per_row, con
 size_t q_quantize_q4_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                        const float *imatrix)
 {
-    if (!qq_valid(nrows, n_per_row, QK4_0))
-        return 0;
-    const int64_t nb = n_per_row / QK4_0;
-    const int64_t row_size = nb * (int64_t)sizeof(block_q4_0);
-    uint8_t *out = dst;
-    for (int64_t r = 0; r < nrows; r++) {
-        const float *x = src + r * n_per_row;
-        uint8_t *orow = out + r * row_size;
-        if (imatrix) {
-            qq_x_0_row_impl(x, orow, n_per_row, imatrix, 4);
-            continue;
-        }
-        for (int64_t ib = 0; ib < nb; ib++)
-            qq_q4_0_block_ref(x + ib * QK4_0, orow + ib * (int64_t)sizeof(block_q4_0));
-    }
-    return (size_t)(nrows * row_size);
+    return qq_quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_0),
+                            qq_q4_0_block_ref, qq_x_0_row_impl, 4);
 }
 
 size_t q_quantize_q5_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                        const float *imatrix)
 {
-    if (!qq_valid(nrows, n_per_row, QK5_0))
-        return 0;
-    const int64_t nb = n_per_row / QK5_0;
-    const int64_t row_size = nb * (int64_t)sizeof(block_q5_0);
-    uint8_t *out = dst;
-    for (int64_t r = 0; r < nrows; r++) {
-        const float *x = src + r * n_per_row;
-        uint8_t *orow = out + r * row_size;
-        if (imatrix) {
-            qq_x_0_row_impl(x, orow, n_per_row, imatrix, 5);
-            continue;
-        }
-        for (int64_t ib = 0; ib < nb; ib++)
-            qq_q5_0_block_ref(x + ib * QK5_0, orow + ib * (int64_t)sizeof(block_q5_0));
-    }
-    return (size_t)(nrows * row_size);
+    return qq_quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_0),
+                            qq_q5_0_block_ref, qq_x_0_row_impl, 5);
 }
 
 /* ---- Q4_1 / Q5_1: asymmetric, x = d * q + m ---- */
@@ -419,7 +264,7 @@ static void qq_x_1_ref_levels(const float *x, int bits, uint8_t *L, float *d_out
     const float id = d != 0 ? 1.0f / d : 0.0f;
     for (int j = 0; j < 32; j++) {
         const float v = (x[j] - min) * id + 0.5f;
-        L[j] = bits == 4 ? (uint8_t)qq_imin(15, qq_cvt_i8(v)) : (uint8_t)qq_cvt_u8(v);
+        L[j] = bits == 4 ? (uint8_t)q_qh_imin(15, qq_cvt_i8(v)) : (uint8_t)qq_cvt_u8(v);
     }
     *d_out = d;
     *m_out = min;
@@ -454,14 +299,15 @@ static void qq_x_1_row_impl(const float *x, uint8_t *out, int64_t n_per_row, con
     const int64_t nb = n_per_row / 32;
     const size_t bsize = bits == 4 ? sizeof(block_q4_1) : sizeof(block_q5_1);
     float weight[32];
-    uint8_t L[32], Laux[32];
+    uint8_t L[32];
     for (int64_t ib = 0; ib < nb; ib++) {
         const float *xb = x + 32 * ib;
         uint8_t *blk = out + ib * (int64_t)bsize;
         qq_block_weights(xb, qw + 32 * ib, sigma2, weight);
         float min;
-        float d = qq_make_qkx3_quants(32, (1 << bits) - 1, xb, weight, L, &min, Laux, -0.9f,
-                                      0.05f, 36);
+        /* current ggml's make_qkx3_quants: clamp before rounding */
+        float d = q_qh_make_qkx(32, (1 << bits) - 1, xb, weight, L, &min, -0.9f, 0.05f, 36,
+                                false, true);
         if (bits == 4) {
             qq_st16(blk + offsetof(block_q4_1, d), q_f32_to_f16(d));
             qq_st16(blk + offsetof(block_q4_1, m), q_f32_to_f16(-min));
@@ -478,43 +324,15 @@ static void qq_x_1_row_impl(const float *x, uint8_t *out, int64_t n_per_row, con
 size_t q_quantize_q4_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                        const float *imatrix)
 {
-    if (!qq_valid(nrows, n_per_row, QK4_1))
-        return 0;
-    const int64_t nb = n_per_row / QK4_1;
-    const int64_t row_size = nb * (int64_t)sizeof(block_q4_1);
-    uint8_t *out = dst;
-    for (int64_t r = 0; r < nrows; r++) {
-        const float *x = src + r * n_per_row;
-        uint8_t *orow = out + r * row_size;
-        if (imatrix) {
-            qq_x_1_row_impl(x, orow, n_per_row, imatrix, 4);
-            continue;
-        }
-        for (int64_t ib = 0; ib < nb; ib++)
-            qq_q4_1_block_ref(x + ib * QK4_1, orow + ib * (int64_t)sizeof(block_q4_1));
-    }
-    return (size_t)(nrows * row_size);
+    return qq_quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q4_1),
+                            qq_q4_1_block_ref, qq_x_1_row_impl, 4);
 }
 
 size_t q_quantize_q5_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                        const float *imatrix)
 {
-    if (!qq_valid(nrows, n_per_row, QK5_1))
-        return 0;
-    const int64_t nb = n_per_row / QK5_1;
-    const int64_t row_size = nb * (int64_t)sizeof(block_q5_1);
-    uint8_t *out = dst;
-    for (int64_t r = 0; r < nrows; r++) {
-        const float *x = src + r * n_per_row;
-        uint8_t *orow = out + r * row_size;
-        if (imatrix) {
-            qq_x_1_row_impl(x, orow, n_per_row, imatrix, 5);
-            continue;
-        }
-        for (int64_t ib = 0; ib < nb; ib++)
-            qq_q5_1_block_ref(x + ib * QK5_1, orow + ib * (int64_t)sizeof(block_q5_1));
-    }
-    return (size_t)(nrows * row_size);
+    return qq_quantize_rows(src, dst, nrows, n_per_row, imatrix, sizeof(block_q5_1),
+                            qq_q5_1_block_ref, qq_x_1_row_impl, 5);
 }
 
 /* ---- IQ4_NL ---- */
@@ -578,7 +396,7 @@ static void qq_iq4_nl_block(const float *xb, const float *qw, uint8_t *blk)
         }
     }
     float scale = 0;
-    if (amax >= QQ_GROUP_MAX_EPS) {
+    if (amax >= Q_QH_GROUP_MAX_EPS) {
         const float v0 = (float)q_iq4nl_values[0]; /* -127 */
         float d = -max / v0;
         float sumqx, sumq2;

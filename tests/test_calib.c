@@ -19,16 +19,7 @@
 #include "q_model.h"
 #include "q_plan.h"
 
-static char models_dir[1024];
-
-static bool have_models(void)
-{
-    const char *d = getenv("QTUNE_MODELS");
-    snprintf(models_dir, sizeof models_dir, "%s", d ? d : "../shared/models");
-    char p[1200];
-    snprintf(p, sizeof p, "%s/stories260K.gguf", models_dir);
-    return access(p, R_OK) == 0;
-}
+#include "test_util.h"
 
 typedef struct fixture {
     q_model *m;
@@ -37,11 +28,8 @@ typedef struct fixture {
 
 static void open_fx(fixture *fx, const char *rel)
 {
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", models_dir, rel);
+    fx->m = open_model(rel);
     q_err err = {{0}};
-    if (q_model_open(p, &fx->m, &err) != Q_OK)
-        fail_msg("%s: %s", p, err.msg);
     if (an_fwd_open(fx->m, -1, &fx->f, &err) != Q_OK)
         fail_msg("%s", err.msg);
 }
@@ -339,7 +327,7 @@ static void test_extra_bad(void **state)
         skip();
     /* A llama.cpp imatrix without qtune's extras: zero entries, not an error. */
     char p[1200];
-    snprintf(p, sizeof p, "%s/calcuis_imatrix-from-dat.imatrix.gguf", models_dir);
+    model_path(p, sizeof p, "calcuis_imatrix-from-dat.imatrix.gguf");
     assert_int_equal(an_extra_load(p, &x, &err), Q_OK);
     assert_int_equal(x->n_entries, 0);
     an_extra_free(x);

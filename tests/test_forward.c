@@ -19,32 +19,12 @@
 #include "an_tokenizer.h"
 #include "q_model.h"
 
-static char models_dir[1024];
+#include "test_util.h"
 
 /* Ids and text the README gives for greedy decoding from BOS. */
 static const int32_t want_ids[] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421};
 static const char want_text[] = "Once upon a time, there was a little girl named Lily. She loved "
                                 "to play outside in the park.";
-
-static bool have_models(void)
-{
-    const char *d = getenv("QTUNE_MODELS");
-    snprintf(models_dir, sizeof models_dir, "%s", d ? d : "../shared/models");
-    char p[1200];
-    snprintf(p, sizeof p, "%s/stories260K.gguf", models_dir);
-    return access(p, R_OK) == 0;
-}
-
-static q_model *open_model(const char *rel)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", models_dir, rel);
-    q_model *m = NULL;
-    q_err err = {{0}};
-    if (q_model_open(p, &m, &err) != Q_OK)
-        fail_msg("%s: %s", p, err.msg);
-    return m;
-}
 
 static an_fwd *open_fwd(q_model *m, int64_t cache)
 {

@@ -17,28 +17,7 @@
 #include "q_dtype.h"
 #include "q_model.h"
 
-static char models_dir[1024];
-
-static bool have_models(void)
-{
-    const char *d = getenv("QTUNE_MODELS");
-    snprintf(models_dir, sizeof models_dir, "%s", d ? d : "../shared/models");
-    char p[1200];
-    snprintf(p, sizeof p, "%s/stories260K.gguf", models_dir);
-    return access(p, R_OK) == 0;
-}
-
-static q_model *open_model(const char *rel)
-{
-    char p[1200];
-    snprintf(p, sizeof p, "%s/%s", models_dir, rel);
-    q_model *m = NULL;
-    q_err err = {{0}};
-    q_status st = q_model_open(p, &m, &err);
-    if (st != Q_OK)
-        fail_msg("%s: %s", p, err.msg);
-    return m;
-}
+#include "test_util.h"
 
 static void test_name_map(void **state)
 {

@@ -19,27 +19,9 @@
 #include "q_model.h"
 #include "q_plan.h"
 
+#include "test_util.h"
+
 #define HDR "# qtune plan v1\npattern,format,method,group,options\n"
-
-static char models_dir[1024];
-
-static bool have_models(void)
-{
-    const char *d = getenv("QTUNE_MODELS");
-    snprintf(models_dir, sizeof models_dir, "%s", d ? d : "../shared/models");
-    char p[1200];
-    snprintf(p, sizeof p, "%s/stories260K.gguf", models_dir);
-    return access(p, R_OK) == 0;
-}
-
-static q_model *open_model(const char *path)
-{
-    q_model *m = NULL;
-    q_err err = {{0}};
-    if (q_model_open(path, &m, &err) != Q_OK)
-        fail_msg("%s: %s", path, err.msg);
-    return m;
-}
 
 static q_plan *parse_ok(const char *text)
 {
@@ -567,9 +549,7 @@ static void test_matching_hf(void **state)
     (void)state;
     if (!have_models())
         skip();
-    char path[1200];
-    snprintf(path, sizeof path, "%s/stories260K-hf", models_dir);
-    q_model *m = open_model(path);
+    q_model *m = open_model("stories260K-hf");
     q_plan *p = parse_ok(HDR "blk.*.ffn_gate.weight,q8_0,rtn,,\n"
                              "model.layers.0.self_attn.*,f16,rtn,,\n");
     q_resolved *r = resolve(p, m, NULL, NULL);
@@ -590,9 +570,7 @@ static void test_resolve_stories_q8(void **state)
     (void)state;
     if (!have_models())
         skip();
-    char path[1200];
-    snprintf(path, sizeof path, "%s/stories260K.gguf", models_dir);
-    q_model *m = open_model(path);
+    q_model *m = open_model("stories260K.gguf");
     q_plan *p = NULL;
     q_err err = {{0}};
     assert_int_equal(q_plan_preset(m, "q8_0", &p, &err), Q_OK);
@@ -749,7 +727,7 @@ static void test_preset_q4_k_m_synth(void **state)
     for (int k = 0; k < 2; k++) {
         char path[128];
         synth_path(layers[k], path, sizeof path);
-        q_model *m = open_model(path);
+        q_model *m = open_model_path(path);
         q_plan *p = preset(m, "q4_k_m");
         /* rules: "*" + output + (attn_v + ffn_down) per more-bits layer */
         int n_more = layers[k] == 8 ? 4 : 16;
@@ -780,7 +758,7 @@ static void test_preset_others_synth(void **state)
     static const int none[8] = {0};
     char path[128], b[32];
     synth_path(8, path, sizeof path);
-    q_model *m = open_model(path);
+    q_model *m = open_model_path(path);
     /* Q8_0: output stays q8_0 (new_type == Q8_0), one rule */
     q_plan *p = preset(m, "q8_0");
     assert_int_equal(p->n_rules, 1);
@@ -985,10 +963,7 @@ static void test_fingerprint_real(void **state)
     (void)state;
     if (!have_models())
         skip();
-    char p1[1200], p2[1200];
-    snprintf(p1, sizeof p1, "%s/stories260K.gguf", models_dir);
-    snprintf(p2, sizeof p2, "%s/stories260K-F16.gguf", models_dir);
-    q_model *a = open_model(p1), *b = open_model(p2);
+    q_model *a = open_model("stories260K.gguf"), *b = open_model("stories260K-F16.gguf");
     q_plan *p = preset(a, "q8_0");
     q_resolved *r = calloc(b->n_tensors, sizeof *r);
     q_err err = {{0}};
@@ -1021,7 +996,7 @@ static void test_export(void **state)
     (void)state;
     char path[128];
     synth_path(8, path, sizeof path);
-    q_model *m = open_model(path);
+    q_model *m = open_model_path(path);
     q_plan *p = preset(m, "q4_k_m");
     q_resolved *r = resolve(p, m, NULL, NULL);
     assert_string_equal(q_plan_llama_ftype(m, r), "Q4_K_M");

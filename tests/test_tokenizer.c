@@ -18,24 +18,14 @@
 #include "q_gguf.h"
 #include "q_model.h"
 
-static char models_dir[1024];
-
-static bool have_models(void)
-{
-    const char *d = getenv("QTUNE_MODELS");
-    snprintf(models_dir, sizeof models_dir, "%s", d ? d : "../shared/models");
-    char p[1200];
-    snprintf(p, sizeof p, "%s/stories260K.gguf", models_dir);
-    return access(p, R_OK) == 0;
-}
+#include "test_util.h"
 
 static an_tok *tok_of(const char *rel, q_model **mp)
 {
     char p[1200];
-    snprintf(p, sizeof p, "%s/%s", models_dir, rel);
+    model_path(p, sizeof p, rel);
+    *mp = open_model(rel);
     q_err err = {{0}};
-    if (q_model_open(p, mp, &err) != Q_OK)
-        fail_msg("%s: %s", p, err.msg);
     an_tok *tk = NULL;
     if (an_tok_from_gguf((*mp)->gguf, p, &tk, &err) != Q_OK)
         fail_msg("%s", err.msg);

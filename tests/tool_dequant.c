@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "q_dtype.h"
+#include "tool_io.h"
 
 static int td_read_all(const char *path, uint8_t **out, size_t *len)
 {
@@ -70,7 +71,6 @@ int main(int argc, char **argv)
     }
     int rc = 1;
     float *out = NULL;
-    FILE *fp = NULL;
     if (len % t->size != 0) {
         fprintf(stderr, "tool_dequant: %s: %zu bytes is not a whole number of %s blocks\n",
                 argv[2], len, t->name);
@@ -83,30 +83,21 @@ int main(int argc, char **argv)
         goto done;
     }
     t->dequant(in, out, n);
-    fp = fopen(argv[3], "wb");
-    if (!fp) {
-        fprintf(stderr, "tool_dequant: %s: cannot create\n", argv[3]);
-        goto done;
-    }
+    /* little-endian f32, in place */
     for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &out[i], sizeof u);
         uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
-        if (fwrite(b, 1, 4, fp) != 4) {
-            fprintf(stderr, "tool_dequant: %s: write failed\n", argv[3]);
-            goto done;
-        }
+        memcpy(&out[i], b, sizeof b);
     }
-    if (fclose(fp) != 0) {
-        fp = NULL;
-        fprintf(stderr, "tool_dequant: %s: write failed\n", argv[3]);
+    int wr = tool_write_file(argv[3], out, (size_t)n * sizeof(float));
+    if (wr) {
+        fprintf(stderr, "tool_dequant: %s: %s\n", argv[3],
+                wr == TOOL_IO_EOPEN ? "cannot create" : "write failed");
         goto done;
     }
-    fp = NULL;
     rc = 0;
 done:
-    if (fp)
-        fclose(fp);
     free(out);
     free(in);
     return rc;

@@ -16,6 +16,7 @@
 #include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_quants.h"
+#include "tool_io.h"
 
 typedef size_t (*tk_fn)(const float *, void *, int64_t, int64_t, const float *);
 
@@ -28,29 +29,6 @@ static int tk_parse_i64(const char *s, int64_t *out)
         return -1;
     *out = (int64_t)v;
     return 0;
-}
-
-/* Reads exactly n floats (little-endian) from path; -1 on any shortfall. */
-static int tk_read_f32(const char *path, float *dst, size_t n)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return -1;
-    int rc = -1;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b[4];
-        if (fread(b, 1, 4, fp) != 4)
-            goto done;
-        uint32_t u = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
-                     ((uint32_t)b[3] << 24);
-        memcpy(&dst[i], &u, sizeof u);
-    }
-    if (fgetc(fp) != EOF) /* longer than expected: the caller got the shape wrong */
-        goto done;
-    rc = 0;
-done:
-    fclose(fp);
-    return rc;
 }
 
 int main(int argc, char **argv)
@@ -84,19 +62,18 @@ int main(int argc, char **argv)
     float *src = malloc((size_t)(nrows * ncols) * sizeof(float));
     float *imat = NULL;
     uint8_t *out = malloc(out_bytes);
-    FILE *fp = NULL;
     if (!src || !out) {
         fprintf(stderr, "tool_kquant: out of memory\n");
         goto done;
     }
-    if (tk_read_f32(argv[2], src, (size_t)(nrows * ncols))) {
+    if (tool_read_f32(argv[2], src, nrows * ncols)) {
         fprintf(stderr, "tool_kquant: %s: cannot read %lld f32 values (exactly)\n", argv[2],
                 (long long)(nrows * ncols));
         goto done;
     }
     if (argc == 7) {
         imat = malloc((size_t)ncols * sizeof(float));
-        if (!imat || tk_read_f32(argv[6], imat, (size_t)ncols)) {
+        if (!imat || tool_read_f32(argv[6], imat, ncols)) {
             fprintf(stderr, "tool_kquant: %s: cannot read %lld f32 weights (exactly)\n",
                     argv[6], (long long)ncols);
             goto done;
@@ -108,21 +85,14 @@ int main(int argc, char **argv)
                 out_bytes);
         goto done;
     }
-    fp = fopen(argv[5], "wb");
-    if (!fp || fwrite(out, 1, out_bytes, fp) != out_bytes) {
-        fprintf(stderr, "tool_kquant: %s: cannot write\n", argv[5]);
+    int wr = tool_write_file(argv[5], out, out_bytes);
+    if (wr) {
+        fprintf(stderr, "tool_kquant: %s: %s\n", argv[5],
+                wr == TOOL_IO_ECLOSE ? "write failed" : "cannot write");
         goto done;
     }
-    if (fclose(fp) != 0) {
-        fp = NULL;
-        fprintf(stderr, "tool_kquant: %s: write failed\n", argv[5]);
-        goto done;
-    }
-    fp = NULL;
     rc = 0;
 done:
-    if (fp)
-        fclose(fp);
     free(out);
     free(imat);
     free(src);

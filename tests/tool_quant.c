@@ -15,6 +15,7 @@
 
 #include "q_dtype.h"
 #include "q_quants.h"
+#include "tool_io.h"
 
 typedef size_t (*tq_fn)(const float *, void *, int64_t, int64_t, const float *);
 
@@ -31,33 +32,18 @@ static const struct {
     {"Q6_K", Q_DT_Q6_K, q_quantize_q6_k},
 };
 
-/* Reads exactly n little-endian f32 values from path; -1 on any mismatch. */
+/* Reads exactly n little-endian f32 values from path; -1 (said on stderr) on
+ * any mismatch. */
 static int tq_read_f32(const char *path, float *dst, int64_t n)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
+    int rc = tool_read_f32(path, dst, n);
+    if (rc == TOOL_IO_EOPEN)
         fprintf(stderr, "tool_quant: %s: cannot open\n", path);
-        return -1;
-    }
-    int rc = -1;
-    uint8_t b[4];
-    for (int64_t i = 0; i < n; i++) {
-        if (fread(b, 1, 4, fp) != 4) {
-            fprintf(stderr, "tool_quant: %s: shorter than %lld floats\n", path, (long long)n);
-            goto done;
-        }
-        uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                     (uint32_t)b[3] << 24;
-        memcpy(&dst[i], &u, sizeof u);
-    }
-    if (fread(b, 1, 1, fp) != 0) {
+    else if (rc == TOOL_IO_ESHORT)
+        fprintf(stderr, "tool_quant: %s: shorter than %lld floats\n", path, (long long)n);
+    else if (rc == TOOL_IO_ELONG)
         fprintf(stderr, "tool_quant: %s: longer than %lld floats\n", path, (long long)n);
-        goto done;
-    }
-    rc = 0;
-done:
-    fclose(fp);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 static int tq_parse_count(const char *s, int64_t *out)
@@ -100,7 +86,6 @@ int main(int argc, char **argv)
     float *imat = NULL;
     size_t out_bytes = (size_t)(nrows * (ncols / tr->blck)) * tr->size;
     uint8_t *dst = malloc(out_bytes);
-    FILE *fp = NULL;
     if (!src || !dst) {
         fprintf(stderr, "tool_quant: out of memory\n");
         goto done;
@@ -122,25 +107,14 @@ int main(int argc, char **argv)
                 out_bytes);
         goto done;
     }
-    fp = fopen(argv[5], "wb");
-    if (!fp) {
-        fprintf(stderr, "tool_quant: %s: cannot create\n", argv[5]);
-        goto done;
-    }
-    if (fwrite(dst, 1, out_bytes, fp) != out_bytes) {
-        fprintf(stderr, "tool_quant: %s: write failed\n", argv[5]);
-        goto done;
-    }
-    int cr = fclose(fp);
-    fp = NULL;
-    if (cr != 0) {
-        fprintf(stderr, "tool_quant: %s: write failed\n", argv[5]);
+    int wr = tool_write_file(argv[5], dst, out_bytes);
+    if (wr) {
+        fprintf(stderr, "tool_quant: %s: %s\n", argv[5],
+                wr == TOOL_IO_EOPEN ? "cannot create" : "write failed");
         goto done;
     }
     rc = 0;
 done:
-    if (fp)
-        fclose(fp);
     free(imat);
     free(dst);
     free(src);

@@ -63,4 +63,30 @@ libggml_path() {
     find build/venv-llama -name 'libggml-base.so' -path '*llama_cpp*' | head -1
 }
 
+# oracle_setup LABEL TOOL WHAT: the start of a script that compares a test tool's
+# bytes with ggml's: exports QTUNE_LIBGGML (empty when no libggml can be had),
+# needs TOOL built and the test venv (WHAT: the packages it must hold) and sets
+# $py to its python; otherwise says what is missing and finishes.
+oracle_setup() {
+    QTUNE_LIBGGML=$(libggml_path) || QTUNE_LIBGGML=
+    export QTUNE_LIBGGML
+    if [ ! -x "$2" ]; then
+        bad "$1: $2 missing (run make tools)"
+        finish
+    fi
+    if ! py=$(venv_python); then
+        bad "$1: no venv with $3"
+        finish
+    fi
+}
+
+# oracle_check SCRIPT TOOL: runs tests/py/SCRIPT on TOOL with $py, shows its
+# output (kept in $TMPD/py); false, with a FAIL line, when it exits non-zero.
+oracle_check() {
+    QTUNE_LIBGGML=${QTUNE_LIBGGML:-} "$py" "tests/py/$1" "$2" >"$TMPD/py" 2>&1
+    local rc=$?
+    cat "$TMPD/py"
+    [ "$rc" -eq 0 ] || { bad "$1 exited $rc"; return 1; }
+}
+
 finish() { [ "$fails" -eq 0 ]; exit $?; }

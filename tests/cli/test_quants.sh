@@ -8,18 +8,8 @@
 # Run from the repository root after `make tools`; builds nothing. Creates the
 # test venv (gguf + numpy) through lib.sh's venv_python on first use.
 source tests/cli/lib.sh
-QTUNE_LIBGGML=$(libggml_path) || QTUNE_LIBGGML=
-export QTUNE_LIBGGML
-
 tool=build/tests/tool_quant
-if [ ! -x "$tool" ]; then
-    bad "quants: $tool missing (run make tools)"
-    finish
-fi
-if ! py=$(venv_python); then
-    bad "quants: no venv with gguf and numpy"
-    finish
-fi
+oracle_setup quants "$tool" "gguf and numpy"
 
 # The tool itself: bad calls are refused, a good call writes the right size.
 expect_rc 1 "tool_quant refuses an unknown type" -- "$tool" q7_0 /dev/null 1 32 "$TMPD/o"
@@ -32,12 +22,7 @@ expect_rc 0 "tool_quant quantizes two zero rows" -- "$tool" Q5_1 "$TMPD/z.f32" 2
 size=$(wc -c <"$TMPD/o")
 [ "$size" -eq 48 ] && ok "two Q5_1 rows of 32 are 48 bytes" || bad "Q5_1 output is $size bytes"
 
-QTUNE_LIBGGML=${QTUNE_LIBGGML:-} "$py" tests/py/check_quants.py "$tool" >"$TMPD/py" 2>&1
-rc=$?
-cat "$TMPD/py"
-if [ "$rc" -ne 0 ]; then
-    bad "check_quants.py exited $rc"
-else
+if oracle_check check_quants.py "$tool"; then
     n=$(grep -c '^ok' "$TMPD/py")
     want=5
     grep -q '^skipped' "$TMPD/py" || want=17

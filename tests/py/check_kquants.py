@@ -16,13 +16,13 @@ weighted path is really exercised. Prints one ok/FAIL line per type and
 imatrix setting; exit status 1 on any mismatch or setup failure.
 """
 import argparse
-import ctypes
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
+
+from ggml_oracle import LibGGML, run_tool
 
 # name -> (ggml type id, bytes per 256-element block)
 TYPES = {
@@ -59,45 +59,6 @@ def datasets(rng):
     return [(n, a.astype(np.float32)) for n, a in out]
 
 
-def load_ggml(path):
-    lib = ctypes.CDLL(path)
-    fn = lib.ggml_quantize_chunk  # AttributeError when the library lacks it
-    fn.restype = ctypes.c_size_t
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-    return fn
-
-
-def ggml_quantize(fn, type_id, block_bytes, x, imatrix):
-    rows, n = x.shape
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.zeros(rows * (n // 256) * block_bytes, dtype=np.uint8)
-    imp = None
-    if imatrix is not None:
-        imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
-        imp = imatrix.ctypes.data
-    got = fn(type_id, x.ctypes.data, out.ctypes.data, 0, rows, n, imp)
-    if got != out.size:
-        raise RuntimeError("ggml_quantize_chunk returned %d bytes, expected %d" % (got, out.size))
-    return out
-
-
-def qtune_quantize(tool, name, x, imatrix, tmp):
-    rows, n = x.shape
-    src = os.path.join(tmp, "in.f32")
-    dst = os.path.join(tmp, "out.bin")
-    x.astype("<f4").tofile(src)
-    cmd = [tool, name, src, str(rows), str(n), dst]
-    if imatrix is not None:
-        imf = os.path.join(tmp, "imatrix.f32")
-        imatrix.astype("<f4").tofile(imf)
-        cmd.append(imf)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("tool exited %d: %s" % (r.returncode, r.stderr.strip()))
-    return np.fromfile(dst, dtype=np.uint8)
-
-
 def first_diff(ours, ref, rows):
     if ours.size != ref.size:
         return "%d bytes, ggml gives %d" % (ours.size, ref.size)
@@ -122,7 +83,7 @@ def main():
         print("FAIL kquant: tool %s not found (make tools)" % args.tool)
         return 1
     try:
-        fn = load_ggml(libpath)
+        lib = LibGGML(libpath)
     except (OSError, AttributeError) as e:
         print("FAIL kquant: cannot use ggml_quantize_chunk from %s: %s" % (libpath, e))
         return 1
@@ -145,13 +106,13 @@ def main():
                 try:
                     for dname, x in data:
                         im = imatrices[x.shape[1]] if use_im else None
-                        ref = ggml_quantize(fn, type_id, block_bytes, x, im)
-                        ours = qtune_quantize(args.tool, name, x, im, tmp)
+                        ref = lib.quantize(type_id, 256, block_bytes, x, im)
+                        ours = run_tool(args.tool, name, x, im, tmp)
                         if ours.size != ref.size or not np.array_equal(ours, ref):
                             msg = "%s: %s" % (dname, first_diff(ours, ref, x.shape[0]))
                             break
                         if use_im and dname == "normal":
-                            plain = ggml_quantize(fn, type_id, block_bytes, x, None)
+                            plain = lib.quantize(type_id, 256, block_bytes, x, None)
                             if np.array_equal(plain, ref):
                                 msg = "control: ggml ignored the imatrix (same bytes)"
                                 break

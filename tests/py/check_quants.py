@@ -25,13 +25,13 @@ compare only the scale: ggml versions differ in where their levels land.
 Prints one ok/FAIL line per oracle and type; exit status 1 if any fails.
 """
 import argparse
-import ctypes
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
+
+from ggml_oracle import LibGGML, run_tool
 
 TYPES = {  # name -> (ggml type id, block bytes)
     "Q8_0": (8, 34),
@@ -102,21 +102,6 @@ def edge_datasets(seed):
     return out
 
 
-def run_tool(tool, name, x, imatrix, tmp):
-    src = os.path.join(tmp, "in.f32")
-    dst = os.path.join(tmp, "out.bin")
-    x.astype("<f4").tofile(src)
-    cmd = [tool, name, src, str(x.shape[0]), str(x.shape[1]), dst]
-    if imatrix is not None:
-        imf = os.path.join(tmp, "imatrix.f32")
-        imatrix.astype("<f4").tofile(imf)
-        cmd.append(imf)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("tool exited %d: %s" % (r.returncode, r.stderr.strip()))
-    return np.fromfile(dst, dtype=np.uint8)
-
-
 def nan_scale_blocks(name, ours, ref):
     """IQ4_NL blocks whose oracle scale is a NaN f16 and ours is too (boolean mask).
 
@@ -149,35 +134,12 @@ def first_diff(name, ours, ref):
         ref[blk * bsz:(blk + 1) * bsz].tobytes().hex())
 
 
-class LibGGML:
-    def __init__(self, path):
-        self.lib = ctypes.CDLL(path)
-        f = self.lib.ggml_quantize_chunk
-        f.restype = ctypes.c_size_t
-        f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                      ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        self.chunk = f
-        self.init = getattr(self.lib, "ggml_quantize_init", None)
-        if self.init is not None:
-            self.init.restype = None
-            self.init.argtypes = [ctypes.c_int]
-
-    def quantize(self, name, x, imatrix):
+def ggml_ref(lib, imatrix):
+    """A ref_fn for check(): ggml's blocks of type name for x."""
+    def ref(name, x):
         tid, bsz = TYPES[name]
-        if self.init is not None:
-            self.init(tid)
-        rows, cols = x.shape
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.zeros(rows * (cols // 32) * bsz, dtype=np.uint8)
-        im = None
-        if imatrix is not None:
-            imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
-            im = imatrix.ctypes.data
-        n = self.chunk(tid, x.ctypes.data, out.ctypes.data, 0, rows, cols, im)
-        if n != out.size:
-            raise RuntimeError("ggml_quantize_chunk returned %d bytes, expected %d"
-                               % (n, out.size))
-        return out
+        return lib.quantize(tid, 32, bsz, x, imatrix)
+    return ref
 
 
 def check(label, name, sets, ours_fn, ref_fn):
@@ -247,9 +209,9 @@ def main():
                 return 1
             for name in TYPES:
                 fails += not check("libggml", name, sets + edges, ours_plain,
-                                   lambda n, x: lib.quantize(n, x, None))
+                                   ggml_ref(lib, None))
                 fails += not check("libggml+imatrix", name, sets + edges, ours_imat,
-                                   lambda n, x: lib.quantize(n, x, imatrix))
+                                   ggml_ref(lib, imatrix))
     return 1 if fails else 0
 
 
