@@ -157,18 +157,32 @@ void an_calib_capture(void *user, int layer, an_site site, const float *x, int64
     s->count += T;
 }
 
+/* How many chunks of ctx tokens a pass over n_tokens runs (at most max_chunks
+ * when that is positive); Q_EUSAGE for a context out of range or a text
+ * shorter than one chunk. */
+static q_status ac_chunks(int64_t n_tokens, int64_t ctx, int64_t max_chunks, int64_t *nchunks,
+                          q_err *err)
+{
+    if (ctx < 2 || ctx > (1 << 20))
+        return q_fail(err, Q_EUSAGE, "context of %lld tokens", (long long)ctx);
+    int64_t n = n_tokens / ctx;
+    if (n < 1)
+        return q_fail(err, Q_EUSAGE, "the text gives %lld tokens, fewer than one chunk of %lld",
+                      (long long)n_tokens, (long long)ctx);
+    if (max_chunks > 0 && max_chunks < n)
+        n = max_chunks;
+    *nchunks = n;
+    return Q_OK;
+}
+
 q_status an_calib_run(an_calib *c, an_fwd *f, const int32_t *tokens, int64_t n_tokens,
                       int64_t ctx, int64_t max_chunks, int32_t bos, an_progress_fn progress,
                       void *puser, q_err *err)
 {
-    if (ctx < 2 || ctx > (1 << 20))
-        return q_fail(err, Q_EUSAGE, "context of %lld tokens", (long long)ctx);
-    int64_t nchunks = n_tokens / ctx;
-    if (nchunks < 1)
-        return q_fail(err, Q_EUSAGE, "the text gives %lld tokens, fewer than one chunk of %lld",
-                      (long long)n_tokens, (long long)ctx);
-    if (max_chunks > 0 && max_chunks < nchunks)
-        nchunks = max_chunks;
+    int64_t nchunks;
+    q_status cs = ac_chunks(n_tokens, ctx, max_chunks, &nchunks, err);
+    if (cs != Q_OK)
+        return cs;
     int32_t *buf = malloc((size_t)ctx * sizeof *buf);
     if (!buf)
         return q_fail(err, Q_ENOMEM, "out of memory");
@@ -549,14 +563,10 @@ q_status an_kld(an_fwd *base, an_fwd *quant, const int32_t *tokens, int64_t n_to
     int64_t nv = an_fwd_config(base)->n_vocab;
     if (an_fwd_config(quant)->n_vocab != nv)
         return q_fail(err, Q_EUSAGE, "the two passes have different vocabularies");
-    if (ctx < 2 || ctx > (1 << 20))
-        return q_fail(err, Q_EUSAGE, "context of %lld tokens", (long long)ctx);
-    int64_t nchunks = n_tokens / ctx;
-    if (nchunks < 1)
-        return q_fail(err, Q_EUSAGE, "the text gives %lld tokens, fewer than one chunk of %lld",
-                      (long long)n_tokens, (long long)ctx);
-    if (max_chunks > 0 && max_chunks < nchunks)
-        nchunks = max_chunks;
+    int64_t nchunks;
+    q_status cs = ac_chunks(n_tokens, ctx, max_chunks, &nchunks, err);
+    if (cs != Q_OK)
+        return cs;
     q_status st = Q_OK;
     int32_t *buf = malloc((size_t)ctx * sizeof *buf);
     float *lb = malloc((size_t)(ctx * nv) * sizeof(float));
@@ -646,5 +656,262 @@ done:
     free(lb);
     free(lq);
     free(kl);
+    return st;
+}
+
+/* ---- activation sample (NAME.qtune_sample) ---- */
+
+/* True when every value of v fits an F16 without overflow. */
+static bool ac_fits_f16(const float *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(v[i]) <= 65000.0f))
+            return false;
+    return true;
+}
+
+q_status an_calib_add_samples(const an_calib *c, const char *path, q_err *err)
+{
+    q_map map = {0};
+    q_gguf *g = NULL;
+    q_gguf_w *w = NULL;
+    FILE *fp = NULL;
+    uint16_t *h = NULL;
+    size_t plen = strlen(path);
+    char *tpath = malloc(plen + 16);
+    bool *f16 = calloc((size_t)c->n_sites + 1, sizeof *f16);
+    q_status st = Q_OK;
+    if (!tpath || !f16) {
+        st = q_fail(err, Q_ENOMEM, "out of memory");
+        goto fail;
+    }
+    snprintf(tpath, plen + 16, "%s.tmp%ld", path, (long)getpid());
+    if ((st = q_map_file(path, &map, err)) != Q_OK)
+        goto fail;
+    if ((st = q_gguf_parse(map.data, map.size, path, &g, err)) != Q_OK)
+        goto fail;
+    w = q_gguf_w_new(g->alignment);
+    if (!w) {
+        st = q_fail(err, Q_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (uint64_t i = 0; i < g->n_kv; i++)
+        if ((st = q_gguf_w_copy_kv(w, &g->kv[i])) != Q_OK) {
+            q_fail(err, st, "%s: cannot copy metadata", path);
+            goto fail;
+        }
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const q_gguf_tensor *t = &g->tensors[i];
+        char tn[256];
+        if (!t->data || t->name.len >= sizeof tn) {
+            st = q_fail(err, Q_EDATA, "%s: offset %llu: tensor of unknown type or long name",
+                        path, (unsigned long long)t->abs_offset);
+            goto fail;
+        }
+        memcpy(tn, t->name.ptr, (size_t)t->name.len);
+        tn[t->name.len] = 0;
+        if ((st = q_gguf_w_add_tensor(w, tn, t->n_dims, t->ne, t->type)) != Q_OK) {
+            q_fail(err, st, "%s: cannot copy tensor %s", path, tn);
+            goto fail;
+        }
+    }
+    int64_t maxn = 0;
+    for (int64_t i = 0; i < c->n_sites; i++) {
+        const an_site_stats *s = &c->sites[i];
+        if (!s->count || !s->res_rows || !s->n_names ||
+            (s->site == AN_SITE_OUTPUT && !c->process_output))
+            continue;
+        f16[i] = ac_fits_f16(s->res, s->res_rows * s->n);
+        if (s->res_rows * s->n > maxn)
+            maxn = s->res_rows * s->n;
+        char tn[160];
+        snprintf(tn, sizeof tn, "%s.qtune_sample", s->names[0]);
+        int64_t ne[2] = {s->n, s->res_rows};
+        if ((st = q_gguf_w_add_tensor(w, tn, 2, ne, f16[i] ? 1 : 0)) != Q_OK) {
+            q_fail(err, st, "cannot declare tensor %s", tn);
+            goto fail;
+        }
+    }
+    h = malloc((size_t)(maxn > 0 ? maxn : 1) * sizeof *h);
+    fp = fopen(tpath, "wb");
+    if (!h || !fp) {
+        st = !h ? q_fail(err, Q_ENOMEM, "out of memory")
+                : q_fail(err, Q_ECANTCREAT, "%s: cannot create", tpath);
+        goto fail;
+    }
+    if ((st = q_gguf_w_write_header(w, fp, err)) != Q_OK)
+        goto fail;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if ((st = q_gguf_w_write_data(w, fp, g->tensors[i].data,
+                                      (size_t)g->tensors[i].nbytes, err)) != Q_OK)
+            goto fail;
+    for (int64_t i = 0; i < c->n_sites; i++) {
+        const an_site_stats *s = &c->sites[i];
+        if (!s->count || !s->res_rows || !s->n_names ||
+            (s->site == AN_SITE_OUTPUT && !c->process_output))
+            continue;
+        int64_t n = s->res_rows * s->n;
+        if (f16[i]) {
+            for (int64_t k = 0; k < n; k++)
+                h[k] = q_f32_to_f16(s->res[k]);
+            st = q_gguf_w_write_data(w, fp, h, (size_t)n * sizeof *h, err);
+        } else {
+            st = ac_write_f32(w, fp, s->res, n, err);
+        }
+        if (st != Q_OK)
+            goto fail;
+    }
+    if ((st = q_gguf_w_finish(w, err)) != Q_OK)
+        goto fail;
+    if (fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+        st = q_fail(err, Q_EIO, "%s: write failed", tpath);
+        goto fail;
+    }
+    int rc = fclose(fp);
+    fp = NULL;
+    if (rc != 0) {
+        st = q_fail(err, Q_EIO, "%s: write failed", tpath);
+        goto fail;
+    }
+    q_gguf_free(g);
+    g = NULL;
+    q_unmap(&map);
+    if (rename(tpath, path) != 0) {
+        st = q_fail(err, Q_ECANTCREAT, "%s: cannot rename to %s", tpath, path);
+        remove(tpath);
+        goto fail;
+    }
+fail:
+    if (fp) {
+        fclose(fp);
+        remove(tpath);
+    }
+    q_gguf_w_free(w);
+    q_gguf_free(g);
+    if (map.data)
+        q_unmap(&map);
+    free(tpath);
+    free(f16);
+    free(h);
+    return st;
+}
+
+/* The name whose .qtune_sample holds name's input: the first weight of its site
+ * (blk.N.attn_k.weight -> blk.N.attn_q.weight), or name itself. */
+static void ac_sample_owner(const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", name);
+    for (int s = 0; s < AN_SITE_COUNT; s++)
+        for (int k = 1; k < 3 && ac_site_w[s][k]; k++) {
+            char pat[64];
+            snprintf(pat, sizeof pat, ".%s.", ac_site_w[s][k]);
+            const char *p = strstr(name, pat);
+            if (!p)
+                continue;
+            snprintf(out, cap, "%.*s.%s%s", (int)(p - name), name, ac_site_w[s][0],
+                     p + strlen(pat) - 1);
+            return;
+        }
+}
+
+q_status an_sample_load(const char *path, const char *tensor_name, float **x, int64_t *rows,
+                        int64_t *cols, q_err *err)
+{
+    *x = NULL;
+    *rows = *cols = 0;
+    char owner[200], tn[224];
+    ac_sample_owner(tensor_name, owner, sizeof owner);
+    snprintf(tn, sizeof tn, "%s.qtune_sample", owner);
+    q_map map;
+    q_status st = q_map_file(path, &map, err);
+    if (st != Q_OK)
+        return st;
+    q_gguf *g = NULL;
+    if ((st = q_gguf_parse(map.data, map.size, path, &g, err)) != Q_OK)
+        goto done;
+    int64_t i = q_gguf_find_tensor(g, tn);
+    if (i < 0)
+        goto done;
+    const q_gguf_tensor *t = &g->tensors[i];
+    int64_t n = t->ne[0], r = t->ne[1];
+    bool ok = (t->type == 0 || t->type == 1) && t->data && t->n_dims == 2 && n >= 1 && r >= 1 &&
+              n <= INT32_MAX && r <= INT32_MAX &&
+              t->nbytes == (uint64_t)n * (uint64_t)r * (t->type ? 2u : 4u);
+    if (!ok) {
+        st = q_fail(err, Q_EDATA, "%s: offset %llu: tensor %s must be F16 or F32 [cols, rows]",
+                    path, (unsigned long long)t->abs_offset, tn);
+        goto done;
+    }
+    float *v = malloc((size_t)(n * r) * sizeof *v);
+    if (!v) {
+        st = q_fail(err, Q_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (t->type == 0) {
+        memcpy(v, t->data, (size_t)(n * r) * sizeof *v);
+    } else {
+        for (int64_t k = 0; k < n * r; k++) {
+            uint16_t b;
+            memcpy(&b, t->data + 2 * k, 2);
+            v[k] = q_f16_to_f32(b);
+        }
+    }
+    *x = v;
+    *rows = r;
+    *cols = n;
+done:
+    q_gguf_free(g);
+    q_unmap(&map);
+    return st;
+}
+
+q_status an_output_error_x(const float *x, int64_t x_rows, const char *tensor_name,
+                           const float *W, const float *W_hat, int64_t rows, int64_t cols,
+                           double *rel, q_err *err)
+{
+    an_site_stats s;
+    memset(&s, 0, sizeof s);
+    s.n_names = 1;
+    snprintf(s.names[0], sizeof s.names[0], "%s", tensor_name);
+    s.n = cols;
+    s.res_cap = s.res_rows = x_rows;
+    s.res = (float *)(uintptr_t)x;
+    an_calib c;
+    memset(&c, 0, sizeof c);
+    c.n_sites = 1;
+    c.sites = &s;
+    return an_output_error(&c, tensor_name, W, W_hat, rows, cols, rel, err);
+}
+
+q_status an_tensor_output_error(const q_tensor *t, const q_fmt_spec *fmt, const float *imatrix,
+                                const float *x, int64_t x_rows, double *rel, q_err *err)
+{
+    *rel = NAN;
+    if (t->rows < 1 || t->cols < 1 || t->rows > INT32_MAX || t->cols > INT32_MAX ||
+        (uint64_t)t->rows > (uint64_t)(SIZE_MAX / 2 / sizeof(float)) / (uint64_t)t->cols)
+        return q_fail(err, Q_EUSAGE, "%s: %lld x %lld: too large for the output error",
+                      t->name, (long long)t->rows, (long long)t->cols);
+    size_t n = (size_t)t->rows * (size_t)t->cols;
+    float *w = malloc(n * sizeof *w), *wq = malloc(n * sizeof *wq);
+    q_status st = Q_OK;
+    if (!w || !wq) {
+        st = q_fail(err, Q_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = q_tensor_read_rows(t, 0, t->rows, w, err)) != Q_OK)
+        goto done;
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(w[k]))
+            w[k] = 0;
+    q_fq_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    if (q_fmt_needs_prepare(fmt))
+        q_fmt_prepare(fmt, w, (int64_t)n, &ctx);
+    if ((st = q_fmt_fakequant(fmt, w, wq, t->rows, t->cols, imatrix, &ctx, err)) != Q_OK)
+        goto done;
+    st = an_output_error_x(x, x_rows, t->gguf_name, w, wq, t->rows, t->cols, rel, err);
+done:
+    free(w);
+    free(wq);
     return st;
 }

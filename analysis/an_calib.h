@@ -17,6 +17,9 @@
  *   NAME.qtune_absmax   F32 [n, 1]  max |x| per channel
  *   NAME.qtune_outliers F32 [3]     mean and max per-token outlier fraction, fraction of
  *                                   tokens with at least one outlier channel
+ *   NAME.qtune_sample   F16 (F32 when a value exceeds F16's range) [n, rows_kept]:
+ *                       the reservoir of raw input rows, stored once per input under the
+ *                       first weight reading it (attn_q for q/k/v, ffn_gate for gate/up)
  *   qtune.calib.outlier_sigma f32 (6), qtune.calib.version u32 (1).
  */
 #ifndef AN_CALIB_H
@@ -128,6 +131,30 @@ typedef struct an_plan_hook {
     const q_imatrix *im;
 } an_plan_hook;
 q_status an_plan_hook_fn(void *user, const q_tensor *t, float *w, q_err *err);
+
+/* Rewrites the imatrix GGUF at path (written by an_calib_write_imatrix) atomically with
+ * each written input's reservoir added as NAME.qtune_sample (see above). Sites without
+ * reservoir rows are skipped. Q_ENOINPUT, Q_EDATA, Q_ECANTCREAT, Q_EIO, Q_ENOMEM. */
+q_status an_calib_add_samples(const an_calib *c, const char *path, q_err *err);
+
+/* Reads the activation sample of weight tensor_name (GGUF name; q/k/v and gate/up find
+ * their shared input) from an imatrix file: *x gets a new (*rows × *cols) f32 array
+ * (free it), or NULL with Q_OK when the file holds none. Q_ENOINPUT, Q_EDATA (names
+ * the file, offset and tensor), Q_ENOMEM. */
+q_status an_sample_load(const char *path, const char *tensor_name, float **x, int64_t *rows,
+                        int64_t *cols, q_err *err);
+
+/* an_output_error on a given sample x (x_rows × cols) instead of a capture. */
+q_status an_output_error_x(const float *x, int64_t x_rows, const char *tensor_name,
+                           const float *W, const float *W_hat, int64_t rows, int64_t cols,
+                           double *rel, q_err *err);
+
+/* Output error of tensor t (rows × cols, read through q_tensor_read_rows; NaN/Inf read
+ * as 0) fake-quantized to fmt (q_fmt_fakequant; imatrix: cols weights or NULL, as the
+ * quantizer takes them), on the sample x (x_rows × cols). *rel is NaN on failure.
+ * Q_EUSAGE (shape, size), Q_ENOMEM, or a read error. Thread safe. */
+q_status an_tensor_output_error(const q_tensor *t, const q_fmt_spec *fmt, const float *imatrix,
+                                const float *x, int64_t x_rows, double *rel, q_err *err);
 
 /* Model-level error, like llama-perplexity --kl-divergence: base and quant are two passes
  * over the same model (quant with an_plan_hook_fn installed). Over chunks of ctx tokens

@@ -84,7 +84,8 @@ static void cal_usage(FILE *fp)
           "  --chunks N         use at most N chunks (default: all)\n"
           "  -o, --output FILE  write llama.cpp's GGUF imatrix plus qtune's statistics\n"
           "  --process-output   also store output.weight (llama-imatrix --process-output)\n"
-          "  --reservoir N      activation rows kept per layer input (default 256)\n"
+          "  --reservoir N      activation rows kept per layer input (default 256), stored in\n"
+          "                     the imatrix as NAME.qtune_sample (0: none)\n"
           "  --seed N           reservoir seed (default 1)\n"
           "  --threads N        OpenMP and OpenBLAS threads\n"
           "  --kld              compare the model with its plan's fake-quantized weights:\n"
@@ -500,7 +501,8 @@ int cmd_calib(int argc, char **argv)
         rc = (int)st;
         goto done;
     }
-    if ((st = an_calib_write_imatrix(cal, a.out, &err)) != Q_OK) {
+    if ((st = an_calib_write_imatrix(cal, a.out, &err)) != Q_OK ||
+        (a.reservoir > 0 && (st = an_calib_add_samples(cal, a.out, &err)) != Q_OK)) {
         cli_errorf("%s", err.msg);
         rc = (int)st;
         goto done;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "an_calib.h"
 #include "cli.h"
 #include "q_apply.h"
 #include "q_dtype.h"
@@ -33,6 +34,8 @@ typedef struct quant_job {
     q_imatrix *imatrix;
     q_resolved *res;
     q_tensor_report *reports;
+    double *out_err; /* per tensor ‖X Wᵀ − X Ŵᵀ‖/‖X Wᵀ‖ on the imatrix's sample, or NaN */
+    bool have_out_err;
 } quant_job;
 
 static atomic_int g_cancel;
@@ -75,6 +78,7 @@ static void job_free(quant_job *j)
     free(j->res);
     free(j->reports);
     q_imatrix_free(j->imatrix);
+    free(j->out_err);
     q_plan_free(j->plan);
     q_model_close(j->model);
 }
@@ -231,6 +235,8 @@ static json_t *report_json(const quant_job *j, bool with_metrics, const q_job_to
         json_object_set_new(o, "bytes_out", json_integer((json_int_t)r->bytes_out));
         json_object_set_new(o, "imatrix_used", json_boolean(r->imatrix_used));
         json_object_set_new(o, "nonfinite", json_integer(r->n_nonfinite));
+        if (j->out_err && !isnan(j->out_err[i]))
+            json_object_set_new(o, "output_rel_err", json_real(j->out_err[i]));
         if (with_metrics)
             json_object_set_new(o, "metrics", metrics_json(r));
         json_array_append_new(rows, o);
@@ -254,6 +260,43 @@ static json_t *report_json(const quant_job *j, bool with_metrics, const q_job_to
                      totals);
 }
 
+/* Fills j->out_err for every quantized 2-D tensor whose input the imatrix file at path
+ * holds a sample of (qtune calib); leaves the rest NaN. */
+static q_status compute_out_err(quant_job *j, const char *path, q_err *err)
+{
+    uint64_t nt = j->model->n_tensors;
+    j->out_err = malloc((size_t)(nt ? nt : 1) * sizeof *j->out_err);
+    if (!j->out_err)
+        return q_fail(err, Q_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < nt; i++)
+        j->out_err[i] = NAN;
+    for (uint64_t i = 0; i < nt; i++) {
+        const q_tensor *t = &j->model->tensors[i];
+        const q_resolved *r = &j->res[i];
+        if (r->kept || !t->readable || t->n_dims != 2 || atomic_load(&g_cancel))
+            continue;
+        float *x = NULL;
+        int64_t xr, xc;
+        q_status st = an_sample_load(path, t->gguf_name, &x, &xr, &xc, err);
+        if (st != Q_OK)
+            return st;
+        if (!x)
+            continue;
+        double rel = NAN;
+        const q_imatrix_entry *e = j->imatrix ? q_imatrix_find(j->imatrix, t->gguf_name) : NULL;
+        const float *imw = r->method == Q_METHOD_WSEARCH && e && e->n == t->cols ? e->values
+                                                                                 : NULL;
+        if (xc == t->cols)
+            st = an_tensor_output_error(t, &r->fmt, imw, x, xr, &rel, err);
+        free(x);
+        if (st != Q_OK)
+            return st;
+        j->out_err[i] = rel;
+        j->have_out_err = j->have_out_err || !isnan(rel);
+    }
+    return Q_OK;
+}
+
 static void print_preview_text(const quant_job *j, const q_job_totals *tot)
 {
     int nw = 24;
@@ -261,9 +304,12 @@ static void print_preview_text(const quant_job *j, const q_job_totals *tot)
         int l = (int)strlen(j->model->tensors[i].name);
         nw = l > nw ? (l > 60 ? 60 : l) : nw;
     }
-    printf("%-*s %-8s %-8s %-7s %6s %11s %10s %8s %10s %9s %9s  %s\n", nw, "name", "format",
+    printf("%-*s %-8s %-8s %-7s %6s %11s %10s %8s %10s %9s %9s", nw, "name", "format",
            "wanted", "method", "bpw", "bytes", "rel_rmse", "sqnr_dB", "max_abs", "cosine",
-           "w_relerr", "note");
+           "w_relerr");
+    if (j->have_out_err)
+        printf(" %9s", "out_err");
+    printf("  note\n");
     for (uint64_t i = 0; i < j->model->n_tensors; i++) {
         const q_tensor *t = &j->model->tensors[i];
         const q_tensor_report *r = &j->reports[i];
@@ -286,6 +332,10 @@ static void print_preview_text(const quant_job *j, const q_job_totals *tot)
         } else {
             printf(" %10s %8s %10s %9s %9s", "-", "-", "-", "-", "-");
         }
+        if (j->have_out_err && !isnan(j->out_err[i]))
+            printf(" %9.3e", j->out_err[i]);
+        else if (j->have_out_err)
+            printf(" %9s", "-");
         const char *note = r->res.note;
         if (r->n_nonfinite)
             printf("  %lld NaN/Inf values (counted as 0)%s%s", (long long)r->n_nonfinite,
@@ -353,6 +403,8 @@ int cmd_preview(int argc, char **argv)
         q_err err = {{0}};
         signal(SIGINT, on_signal);
         q_status st = q_preview(j.model, j.res, &o, j.reports, &tot, &err);
+        if (st == Q_OK && a.imatrix)
+            st = compute_out_err(&j, a.imatrix, &err);
         signal(SIGINT, SIG_DFL);
         if (st != Q_OK) {
             cli_errorf("%s", err.msg);

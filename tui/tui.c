@@ -49,6 +49,7 @@ typedef struct tui_ts {
     q_method pmethod;
     uint64_t gen;       /* newest request */
     q_metrics m;
+    double oe;          /* output error on the imatrix's activation sample, or NaN */
     char fail[160];
     bool marked;
 } tui_ts;
@@ -56,6 +57,7 @@ typedef struct tui_ts {
 typedef struct tui_wi {
     bool have, exact, failed, na, pending;
     q_metrics m;
+    double oe;          /* output error, or NaN */
 } tui_wi;
 
 typedef struct tui_row {
@@ -114,6 +116,14 @@ static struct app {
     bool stats_ok, stats_pending;
     char stats_err[160];
     int left_w;
+    bool have_oe;          /* some result carried an output error (imatrix sample) */
+    /* model-level KL divergence (:kld, K) */
+    char kld_path[PATH_MAX];
+    int64_t kld_ctx_arg;   /* as asked (0: default) */
+    uint64_t kld_gen;      /* the job whose results count; 0: none */
+    bool kld_running, kld_have;
+    int64_t kld_done, kld_total, kld_ctx;
+    an_kld_result kld;
 } A;
 
 /* ---------- small helpers ---------- */
@@ -272,6 +282,72 @@ static void attach_imatrix(void)
     }
 }
 
+/* A KLD progress or final result from the worker. */
+static void kld_result(const tui_result *r)
+{
+    if (r->gen != A.kld_gen)
+        return; /* a cancelled or replaced job */
+    if (!r->exact && !r->failed) {
+        A.kld_done = r->kld_done;
+        A.kld_total = r->kld_total;
+        return;
+    }
+    A.kld_running = false;
+    A.kld_gen = 0;
+    if (r->failed) {
+        msgf(true, "%s", r->msg);
+        return;
+    }
+    A.kld_have = true;
+    A.kld = r->kld;
+    A.kld_ctx = r->kld_ctx;
+    msgf(false, "kld: mean %.5f p99 %.5f max %.5f  top1 %.2f%%  ppl %.4f -> %.4f (%lld tok)",
+         A.kld.kld_mean, A.kld.kld_p99, A.kld.kld_max, 100.0 * A.kld.top1, A.kld.ppl_base,
+         A.kld.ppl_quant, (long long)A.kld.n_tokens);
+}
+
+/* Starts :kld on the current plan (the worker runs it); path NULL: the last file. */
+static void kld_start(const char *path, int64_t ctx)
+{
+    if (path && access(path, R_OK) != 0) {
+        msgf(true, "%s: cannot read: %s", path, strerror(errno));
+        return;
+    }
+    if (path) {
+        snprintf(A.kld_path, sizeof A.kld_path, "%s", path);
+        A.kld_ctx_arg = ctx;
+    }
+    if (!A.kld_path[0]) {
+        msgf(true, "usage: :kld TEXTFILE [CTX]  (K repeats the last one)");
+        return;
+    }
+    q_resolved *res = calloc(A.m->n_tensors ? (size_t)A.m->n_tensors : 1, sizeof *res);
+    if (!res) {
+        msgf(true, "out of memory");
+        return;
+    }
+    for (uint64_t i = 0; i < A.m->n_tensors; i++)
+        res[i] = A.ts[i].res;
+    uint64_t gen = tui_worker_kld(A.kld_path, A.kld_ctx_arg, res, A.im);
+    free(res);
+    if (!gen) {
+        msgf(true, "out of memory");
+        return;
+    }
+    A.kld_gen = gen;
+    A.kld_running = true;
+    A.kld_done = A.kld_total = 0;
+    msgf(false, "kld %s: running (Esc cancels)", A.kld_path);
+}
+
+static void kld_cancel(void)
+{
+    tui_worker_kld_cancel();
+    A.kld_running = false;
+    A.kld_gen = 0;
+    msgf(false, "kld cancelled");
+}
+
 /* Takes the worker's results; returns how many came. */
 static int poll_results(void)
 {
@@ -280,6 +356,10 @@ static int poll_results(void)
     while ((n = tui_worker_poll(r, 64)) > 0) {
         total += n;
         for (int k = 0; k < n; k++) {
+            if (r[k].kind == TUI_JOB_KLD) {
+                kld_result(&r[k]);
+                continue;
+            }
             if (r[k].tensor < 0 || (uint64_t)r[k].tensor >= A.m->n_tensors)
                 continue;
             if (r[k].kind == TUI_JOB_PLAN) {
@@ -290,6 +370,8 @@ static int poll_results(void)
                 s->failed = r[k].failed;
                 s->exact = r[k].exact;
                 s->m = r[k].m;
+                s->oe = r[k].exact ? r[k].out_err : NAN;
+                A.have_oe = A.have_oe || !isnan(s->oe);
                 snprintf(s->fail, sizeof s->fail, "%s", r[k].msg);
                 if (r[k].exact || r[k].failed)
                     s->pending = false;
@@ -308,6 +390,8 @@ static int poll_results(void)
                     A.wi[f].failed = r[k].failed;
                     A.wi[f].exact = r[k].exact;
                     A.wi[f].m = r[k].m;
+                    A.wi[f].oe = r[k].exact ? r[k].out_err : NAN;
+                    A.have_oe = A.have_oe || !isnan(A.wi[f].oe);
                     if (r[k].exact || r[k].failed)
                         A.wi[f].pending = false;
                 }
@@ -812,7 +896,7 @@ static void search_next(int dir)
 
 static const char *const commands[] = {"set", "preset", "save", "w", "load", "imatrix",
                                        "export", "theme", "sort", "help", "quit", "q", "q!",
-                                       "undo", "redo", "mark", "unmark", NULL};
+                                       "undo", "redo", "mark", "unmark", "kld", NULL};
 
 static void cmd_set(char *args)
 {
@@ -939,6 +1023,8 @@ static void do_imatrix(const char *file)
     }
     A.im = im;
     load_extra(file);
+    tui_worker_set_samples(file);
+    A.have_oe = false;
     attach_imatrix();
     int found = 0;
     for (uint64_t i = 0; i < A.m->n_tensors; i++)
@@ -990,6 +1076,20 @@ static void run_command(char *line)
             do_imatrix(args);
         else
             msgf(true, "usage: :imatrix FILE");
+    } else if (!strcmp(line, "kld")) {
+        char *ctxs = args + strcspn(args, " \t");
+        long long ctx = 0;
+        if (*ctxs) {
+            *ctxs++ = 0;
+            char *end;
+            errno = 0;
+            ctx = strtoll(ctxs, &end, 10);
+            if (errno || end == ctxs || *end || ctx < 2 || ctx > 1 << 20) {
+                msgf(true, "usage: :kld TEXTFILE [CTX]  (CTX: 2..1048576 tokens)");
+                return;
+            }
+        }
+        kld_start(*args ? args : NULL, (int64_t)ctx);
     } else if (!strcmp(line, "export")) {
         do_export(args);
     } else if (!strcmp(line, "theme")) {
@@ -1944,8 +2044,8 @@ static void draw_error(int y0, int x0, int h, int w, int64_t ti)
     }
     whatif_request(ti);
     bool wide = w >= 40;
-    snprintf(line, sizeof line, " %-7s %5s %7s %6s%s", "format", "bpw", "relRMSE", "SQNR",
-             wide ? "   max err" : "");
+    snprintf(line, sizeof line, " %-7s %5s %7s %6s%s%s", "format", "bpw", "relRMSE", "SQNR",
+             wide ? "   max err" : "", A.have_oe ? "  outErr" : "");
     put(y0, x0, w, tui_attr(TE_HEADER), line);
     for (int f = 0; f < WHATIF_N && f + 1 < h - 2; f++) {
         q_fmt_spec fs;
@@ -1965,6 +2065,13 @@ static void draw_error(int y0, int x0, int h, int w, int64_t ti)
         else
             snprintf(fig, sizeof fig, "%6.2f%% %6.1f%s", 100 * wi->m.rel_rmse,
                      wi->m.sqnr_db, wi->exact ? "" : "~");
+        if (A.have_oe && wi->have && !wi->na && !wi->failed) {
+            size_t fl = strlen(fig);
+            if (!isnan(wi->oe))
+                snprintf(fig + fl, sizeof fig - fl, " %6.2f%%", 100 * wi->oe);
+            else
+                snprintf(fig + fl, sizeof fig - fl, " %7s", wi->exact ? "-" : "");
+        }
         snprintf(line, sizeof line, "%s%-7s %5.2f %s", cur ? tui_T.g.mark : " ",
                  q_format_get(whatif_fmts[f])->name, q_fmt_bpw(&fs, t->rows, t->cols), fig);
         put(y0 + 1 + f, x0, w + (cur ? (int)strlen(tui_T.g.mark) - 1 : 0),
@@ -2054,6 +2161,8 @@ static void draw_info(int y0, int x0, int h, int w, int64_t ti)
     if (s->have && !s->res.kept)
         LINE("error  rel %.3f%%  SQNR %.1f dB  max %.3g  cos %.6f%s", 100 * s->m.rel_rmse,
              s->m.sqnr_db, s->m.max_abs, s->m.cosine, s->exact ? "" : " (estimate)");
+    if (s->have && !s->res.kept && !isnan(s->oe))
+        LINE("output rel err %.3f%%  |XW'-XQ'|/|XW'| on the calibration sample", 100 * s->oe);
     if (s->im)
         LINE("imatrix  weighted rel err %.3f%%", 100 * s->m.weighted_rel_err);
     if (s->im && act_load(ti)) {
@@ -2087,6 +2196,14 @@ static void draw_info(int y0, int x0, int h, int w, int64_t ti)
              100.0 * xe->outliers[2], 100.0 * xe->outliers[0], 100.0 * xe->outliers[1]);
     if (s->failed)
         LINE("preview failed: %s", s->fail);
+    if (A.kld_running)
+        LINE("kld    running: chunk %lld/%lld (Esc cancels)", (long long)A.kld_done,
+             (long long)A.kld_total);
+    else if (A.kld_have)
+        LINE("kld    model: mean %.5f  p99 %.5f  max %.5f  top1 %.2f%%  ppl %.4f -> %.4f  "
+             "(%lld tokens, ctx %lld)", A.kld.kld_mean, A.kld.kld_p99, A.kld.kld_max,
+             100.0 * A.kld.top1, A.kld.ppl_base, A.kld.ppl_quant, (long long)A.kld.n_tokens,
+             (long long)A.kld_ctx);
 #undef LINE
 }
 
@@ -2189,6 +2306,13 @@ static bool draw_status(int y)
     }
     if (A.dirty)
         strncat(line, "  [+]", sizeof line - strlen(line) - 1);
+    if (A.kld_running) {
+        char kb[96];
+        int fill = A.kld_total > 0 ? (int)(20 * A.kld_done / A.kld_total) : 0;
+        snprintf(kb, sizeof kb, "  kld [%.*s%*s] %lld/%lld", fill, "####################",
+                 20 - fill, "", (long long)A.kld_done, (long long)A.kld_total);
+        strncat(line, kb, sizeof line - strlen(line) - 1);
+    }
     fill_line(y, 0, W, tui_attr(TE_STATUS));
     put(y, 0, W, tui_attr(TE_STATUS), line);
     int used = (int)strlen(line) + 2;
@@ -2261,6 +2385,8 @@ static void draw_help(void)
         "  :preset NAME   :save [--resolved] [FILE]   :load FILE   :imatrix FILE",
         "  :export llama-quantize FILE   :theme NAME   :sort name|size|error",
         "  :mark PATTERN  :unmark [PATTERN]  :undo  :redo  :help  :quit  :q!",
+        "  :kld TEXTFILE [CTX]  KL divergence of the plan vs the model on a text",
+        "                 (K repeats it, Esc cancels)",
         "",
         "status column: calc = computing, fb = format fell back (row length),",
         "warn = preview failed. ~ marks an estimate from sampled rows.",
@@ -2443,10 +2569,15 @@ static void key_normal(int ch)
             A.sel++;
         break;
     }
-    case 27: /* Esc: clear marks */
+    case 27: /* Esc: cancel a running KLD, else clear marks */
+        if (A.kld_running) {
+            kld_cancel();
+            break;
+        }
         for (uint64_t i = 0; i < A.m->n_tensors; i++)
             A.ts[i].marked = false;
         break;
+    case 'K': kld_start(NULL, 0); break;
     case '\t': A.tab = (A.tab + 1) % TAB_COUNT; break;
     case KEY_BTAB: A.tab = (A.tab + TAB_COUNT - 1) % TAB_COUNT; break;
     case '1': case '2': case '3': case '4': A.tab = ch - '1'; break;
@@ -2638,8 +2769,10 @@ int tui_main(int argc, char **argv)
         cleanup();
         return (int)st;
     }
-    if (im_arg)
+    if (im_arg) {
         load_extra(im_arg);
+        tui_worker_set_samples(im_arg);
+    }
     q_model_fingerprint(A.m, A.fp);
     recovery_path();
     uint64_t nt = A.m->n_tensors;

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "an_calib.h"
 #include "an_stats.h"
 #include "q_format.h"
 #include "q_metrics.h"
@@ -103,7 +104,7 @@ int tui_heat_attr(int a, int b);
 
 /* ---- tui_worker.c: the preview thread ---- */
 
-enum { TUI_JOB_PLAN = 0, TUI_JOB_WHATIF = 1, TUI_JOB_STATS = 2 };
+enum { TUI_JOB_PLAN = 0, TUI_JOB_WHATIF = 1, TUI_JOB_STATS = 2, TUI_JOB_KLD = 3 };
 
 typedef struct tui_result {
     int64_t tensor;
@@ -116,6 +117,11 @@ typedef struct tui_result {
     double rel_lo, rel_hi;
     char msg[160];          /* when failed */
     an_stats stats;         /* TUI_JOB_STATS */
+    double out_err;         /* PLAN/WHATIF, exact: ‖X Wᵀ − X Ŵᵀ‖/‖X Wᵀ‖ on the imatrix's
+                               activation sample; NaN when there is none */
+    int64_t kld_done, kld_total; /* TUI_JOB_KLD: chunks; exact (or failed) when finished */
+    int64_t kld_ctx;
+    an_kld_result kld;
 } tui_result;
 
 /* Starts the thread for model m (borrowed until tui_worker_stop). */
@@ -129,6 +135,20 @@ void tui_worker_stop(void);
  * stops. Returns the job's generation. */
 uint64_t tui_worker_push(int64_t t, int kind, const q_fmt_spec *fmt, q_method method,
                          const float *imatrix, bool replace_same_fmt_only);
+/* The imatrix file whose activation samples (NAME.qtune_sample, qtune calib) give the
+ * output error of PLAN and WHATIF jobs; NULL for none. Copied. */
+void tui_worker_set_samples(const char *imatrix_path);
+/* Queues a model-level KL divergence job (an_kld) of the plan res (m->n_tensors
+ * entries, copied) over the text file at path (tokenized with the model's tokenizer)
+ * in chunks of ctx tokens (0: min(512, the model's context, the text)); im (may be
+ * NULL) is borrowed until the worker stops. It runs before pending previews; a KLD
+ * job already queued or running is cancelled. Progress and the final figures come as
+ * TUI_JOB_KLD results with this generation (returned; 0 when out of memory). */
+uint64_t tui_worker_kld(const char *path, int64_t ctx, const q_resolved *res,
+                        const q_imatrix *im);
+/* Cancels a queued or running KLD job (a failed result "cancelled" follows when one
+ * was running). Returns whether there was one. */
+bool tui_worker_kld_cancel(void);
 /* Drops pending WHATIF requests of tensors other than t. */
 void tui_worker_drop_whatif(int64_t keep_tensor);
 /* Moves up to cap results into out; returns the count. Never blocks long. */

@@ -276,6 +276,26 @@ PYEOF
     # q4_k_m on 64-column rows: k-quants fall back; the resolved rows carry the fallbacks
     tui_keys i p 4
     tui_wait i "preset q4_k_m applied" "imatrix: preset q4_k_m"
+    # output error on the imatrix's activation sample (qtune calib stores it), under
+    # q4_k_m (blk.1.ffn_down, 172 wide, falls back to f16)
+    tui_keys i 4
+    tui_wait_re i "output rel err [0-9.]+%  \|XW'-XQ'\|/\|XW'\| on the calibration sample" \
+        "Info tab: output error beside the weight error"
+    tui_keys i 3
+    tui_wait_re i "format +bpw +relRMSE +SQNR +max err +outErr" "Error tab: outErr column"
+    tui_wait_re i "bf16 +16\.00 +[0-9.]+% +[0-9.]+ +[0-9.e+-]+ +[0-9.]+%" \
+        "Error tab: what-if rows carry the output error"
+    # model-level KL divergence of the plan, on the worker thread
+    tui_keys i :; tui_type i "kld samples/calib/stories.txt 128"; tui_keys i Enter
+    tui_wait_re i "kld: mean [0-9.]+ p99 [0-9.]+ max [0-9.]+  top1 [0-9.]+%  ppl [0-9.]+ -> [0-9.]+ \([0-9]+ tok\)" \
+        ":kld shows mean/p99/max KL, top-1 and both perplexities"
+    tui_keys i 4
+    tui_wait_re i "kld    model: mean [0-9.]+  p99 [0-9.]+  max [0-9.]+  top1" \
+        "Info tab: the KLD result"
+    tui_keys i :; tui_type i "kld /nonexistent.txt"; tui_keys i Enter
+    tui_wait i "/nonexistent.txt: cannot read" ":kld of a missing file says so"
+    tui_keys i K
+    tui_wait_re i "kld: mean [0-9.]+ p99" "K repeats the last :kld"
     tui_keys i :; tui_type i "save $TMPD/i.csv"; tui_keys i Enter
     tui_wait i "plan saved to $TMPD/i.csv" ":save (rules)"
     tui_keys i :; tui_type i "save --res"; tui_keys i Tab; tui_type i " $TMPD/i-res.csv"
