@@ -360,6 +360,9 @@ static void usage_preview(FILE *fp)
 {
     fputs("usage: qtune preview MODEL --plan P [--imatrix I] [--json] [--force] [--strict]\n"
           "                       [--threads N]\n"
+          "       qtune preview MODEL --plan P --kld [--text FILE] [--ctx N] [--json]\n"
+          "  --kld runs the model in full precision and with the plan's quantized values and\n"
+          "  reports KL divergence, top-1 agreement and perplexity (see qtune calib --help).\n"
           "  per-tensor format, method, bits per weight, bytes and error metrics of a plan;\n"
           "  nothing is written. --force accepts a plan made for another model; --strict\n"
           "  makes a rule that matches no tensor an error.\n",
@@ -381,8 +384,47 @@ static bool isatty_stderr(void)
     return isatty(2) == 1;
 }
 
+/* `qtune preview MODEL --plan P --kld [--text FILE] [--ctx N] [--chunks N]
+ * [--imatrix I] [--force] [--json]`: the model-level error, which runs the
+ * model itself, is calib's --kld; forward the arguments to it unchanged (the
+ * options mean the same there). Without --text, the project's sample prose. */
+static int preview_kld(int argc, char **argv)
+{
+    char **args = calloc((size_t)argc + 4, sizeof *args);
+    if (!args) {
+        cli_errorf("out of memory");
+        return 71;
+    }
+    int n = 0;
+    bool has_text = false;
+    args[n++] = (char *)"calib";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--text") || !strncmp(argv[i], "--text=", 7) ||
+            !strcmp(argv[i], "--tokens") || !strncmp(argv[i], "--tokens=", 9))
+            has_text = true;
+        args[n++] = argv[i];
+    }
+    if (!has_text) {
+        static const char *const fallback = "samples/calib/prose.txt";
+        if (access(fallback, R_OK) != 0) {
+            cli_errorf("preview --kld needs --text FILE (a calibration text)");
+            free(args);
+            return 64;
+        }
+        args[n++] = (char *)"--text";
+        args[n++] = (char *)fallback;
+    }
+    args[n] = NULL;
+    int rc = cmd_calib(n, args);
+    free(args);
+    return rc;
+}
+
 int cmd_preview(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--kld"))
+            return preview_kld(argc, argv);
     quant_args a;
     int rc = parse_args(argc, argv, false, &a);
     if (rc) {

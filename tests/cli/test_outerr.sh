@@ -66,4 +66,18 @@ got = e["q8_0"]["blk.0.attn_v.weight"]
 assert abs(rel - got) <= 1e-3 * rel, (rel, got)
 print("ok", m, rel, got)
 EOF2
+# The model-level error through preview (same engine as calib --kld).
+$QTUNE plan "$MODELS/stories260K.gguf" --preset q8_0 -o "$TMPD/kq8.csv" 2>/dev/null
+if $QTUNE preview "$MODELS/stories260K.gguf" --plan "$TMPD/kq8.csv" --kld --ctx 128 \
+    --text samples/calib/stories.txt --json >"$TMPD/kld.json" 2>"$TMPD/err"; then
+    python3 - "$TMPD/kld.json" <<'PY' && ok "preview --kld: q8_0 KL small, perplexity within 1%" || bad "preview --kld figures"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["tokens"] > 1000 and 0 <= r["kld_mean"] < 0.01 and r["top1"] > 0.95, r
+assert abs(r["ppl_quant"] - r["ppl_base"]) / r["ppl_base"] < 0.01, r
+PY
+else
+    bad "preview --kld failed: $(cat "$TMPD/err")"
+fi
+
 finish
