@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "k_cuda.h"
 #include "tui.h"
 #include "k_preview.h"
 
@@ -38,6 +39,17 @@ static void usage(FILE *fp)
           fp);
 }
 
+/* A CUDA build says once, on stderr, when there is no usable GPU and the CPU
+ * kernels will run (a CPU build has nothing to say). */
+static void note_gpu(void)
+{
+#ifdef QTUNE_CUDA
+    char why[256];
+    if (!k_cuda_available(why, sizeof why))
+        fprintf(stderr, "qtune: %s: using the CPU kernels\n", why);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     k_init(); /* fast kernels into the format traits and q_preview */
@@ -60,6 +72,8 @@ int main(int argc, char **argv)
         return cmd_sample(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan"))
         return cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "preview") || !strcmp(cmd, "apply") || !strcmp(cmd, "calib"))
+        note_gpu();
     if (!strcmp(cmd, "preview"))
         return cmd_preview(argc - 1, argv + 1);
     if (!strcmp(cmd, "apply"))
@@ -72,8 +86,10 @@ int main(int argc, char **argv)
         return 64;
     }
     /* `qtune MODEL [options]`: the interactive view (tui/tui.c). */
-    if (access(cmd, F_OK) == 0)
+    if (access(cmd, F_OK) == 0) {
+        note_gpu();
         return tui_main(argc, argv);
+    }
     cli_errorf("unknown command '%s'", cmd);
     usage(stderr);
     return 64;

@@ -101,4 +101,16 @@ rm -f "$B"
 [ ! -e "$TMPD/x.gguf" ] && ok "no output after failures" || bad "an output was left behind"
 ls -a "$TMPD" | grep -q '^\.x\.gguf\.' && bad "a temporary file was left behind" || ok "no temporary files left"
 
+# A CUDA build without a usable GPU says so once and runs on the CPU.
+if [ -x build-cuda/qtune ]; then
+    build-cuda/qtune preview "$S" --plan "$TMPD/q8.csv" >/dev/null 2>"$TMPD/gpu.err"
+    n=$(grep -c "using the CPU kernels" "$TMPD/gpu.err")
+    if build-cuda/tests/test_cuda 2>&1 | grep -q "SKIPPED"; then
+        [ "$n" = 1 ] && ok "CUDA build without a GPU: one notice, CPU kernels" \
+            || bad "CUDA build without a GPU printed the notice $n times"
+    else
+        [ "$n" = 0 ] && ok "CUDA build with a GPU: no CPU notice" || bad "GPU present, notice printed"
+    fi
+fi
+
 finish
