@@ -385,9 +385,57 @@ static int64_t rx_size(const char *expr)
     return total;
 }
 
+/* True when a quantifier directly follows another ("a++", "b*+", "c{2}*"):
+ * undefined in POSIX EREs, and glibc builds automata for such stacks whose
+ * memory explodes at match time (found by fuzz_plan). */
+static bool rx_stacked(const char *p)
+{
+    bool after_quant = false;
+    while (*p) {
+        if (*p == '\\') {
+            p += p[1] ? 2 : 1;
+            after_quant = false;
+        } else if (*p == '[') {
+            p++;
+            if (*p == '^')
+                p++;
+            if (*p == ']')
+                p++;
+            while (*p && *p != ']')
+                p += (p[0] == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=') &&
+                      strchr(p + 2, ']'))
+                         ? (size_t)(strchr(p + 2, ']') - p) + 1
+                         : 1;
+            if (*p)
+                p++;
+            after_quant = false;
+        } else if (*p == '*' || *p == '+' || *p == '?' ||
+                   (*p == '{' && isdigit((unsigned char)p[1]))) {
+            if (after_quant)
+                return true;
+            if (*p == '{') {
+                while (*p && *p != '}')
+                    p++;
+            }
+            if (*p)
+                p++;
+            after_quant = true;
+        } else {
+            p++;
+            after_quant = false;
+        }
+    }
+    return false;
+}
+
 static int compile_regex(regex_t *re, const char *expr, char *why, size_t cap)
 {
     char b[64];
+    if (rx_stacked(expr)) {
+        snprintf(why, cap, "regular expression '%s' stacks repetition operators (like a++ "
+                 "or b*?); write one", show(expr, strlen(expr), b, sizeof b));
+        return REG_BADRPT;
+    }
     if (rx_size(expr) > RX_MAX) {
         snprintf(why, cap, "regular expression '%s' is too large (its repetition counts "
                  "multiply to more than %d)", show(expr, strlen(expr), b, sizeof b), RX_MAX);
