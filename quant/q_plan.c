@@ -385,14 +385,17 @@ static int64_t rx_size(const char *expr)
     return total;
 }
 
-/* True when a quantifier directly follows another ("a++", "b*+", "c{2}*"):
+/* True when a quantifier directly follows another ("a++", "b*+", "c{2}*"),
  * undefined in POSIX EREs, and glibc builds automata for such stacks whose
- * memory explodes at match time (found by fuzz_plan). */
+ * memory explodes at match time (found by fuzz_plan); also true for a
+ * back-reference (\1..\9, a glibc extension matched by backtracking). */
 static bool rx_stacked(const char *p)
 {
     bool after_quant = false;
     while (*p) {
         if (*p == '\\') {
+            if (p[1] >= '1' && p[1] <= '9')
+                return true; /* a back-reference: glibc matches them by backtracking */
             p += p[1] ? 2 : 1;
             after_quant = false;
         } else if (*p == '[') {
@@ -433,7 +436,8 @@ static int compile_regex(regex_t *re, const char *expr, char *why, size_t cap)
     char b[64];
     if (rx_stacked(expr)) {
         snprintf(why, cap, "regular expression '%s' stacks repetition operators (like a++ "
-                 "or b*?); write one", show(expr, strlen(expr), b, sizeof b));
+                 "or b*?) or uses a back-reference; neither is allowed",
+                 show(expr, strlen(expr), b, sizeof b));
         return REG_BADRPT;
     }
     if (rx_size(expr) > RX_MAX) {

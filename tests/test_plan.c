@@ -407,6 +407,7 @@ static void test_errors(void **state)
         {HDR "re:ight++++uint++*****,q4_k,rtn,,\n",
          "t.csv:3:1: regular expression 'ight++++uint++*****' stacks repetition operators *"},
         {HDR "re:a{2}*,q4_k,rtn,,\n", "t.csv:3:1: regular expression 'a{2}*' stacks *"},
+        {HDR "re:(a*)*\\1,q4_k,rtn,,\n", "t.csv:3:1: regular expression '(a*)*\\1' stacks *"},
         {HDR "*,q4_k,rtn,,\n\"re:(blk|x)[.]{1,3}[0-9]{1,4}\\.(attn){1,2}\",q4_k,rtn,,\n"
              "\"re:(a{2,}|[[:alpha:]]{3})*\",q4_k,rtn,,\n*,q4_q,rtn,,\n",
          "t.csv:6:3: unknown format 'q4_q'*"}, /* reasonable regexes pass */
