@@ -36,31 +36,7 @@
 static bool g_avail;
 static char g_why[512];
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double unif(void)
-{
-    return ((double)(rng() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static float student_t(void)
-{
-    double z = sqrt(-2 * log(unif())) * cos(6.283185307179586 * unif());
-    double chi = 0;
-    for (int k = 0; k < 4; k++) {
-        double g = sqrt(-2 * log(unif())) * cos(6.283185307179586 * unif());
-        chi += g * g;
-    }
-    return (float)(z / sqrt(chi / 4));
-}
+#include "test_splitmix.h"
 
 static const char *src_name(k_src t)
 {
