@@ -10,6 +10,7 @@
  */
 #include "an_stats.h"
 
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -56,41 +57,78 @@ static bool direct_src(const q_tensor *t, k_src *src)
     }
 }
 
-/* Mean and std of up to SAMPLE_ROWS evenly spaced rows (finite values only). */
+/* First finite value of row r, or NAN. */
+static float first_finite(const float *row, int64_t cols)
+{
+    for (int64_t c = 0; c < cols; c++)
+        if (isfinite(row[c]))
+            return row[c];
+    return NAN;
+}
+
+/* Mean and std of up to SAMPLE_ROWS evenly spaced rows (finite values only),
+ * through the same moment kernel as the full pass (straight from the mapping
+ * when the type allows), shifted by the first finite value of the first row
+ * that has one. Rows are summed in parallel and merged in order. The threshold
+ * FLT_MAX collects no candidates but still sends ±Inf (and NaN) to the scalar
+ * path, which leaves them out. */
 static q_status sample_pivot(const q_tensor *t, float *pivot, float *thr, q_err *err)
 {
     int64_t nr = t->rows < SAMPLE_ROWS ? t->rows : SAMPLE_ROWS;
     float *row = malloc((size_t)t->cols * sizeof *row);
     if (!row)
         return q_fail(err, Q_ENOMEM, "%s: out of memory", t->name);
-    double s = 0, s2 = 0, first = NAN;
-    int64_t n = 0;
-    for (int64_t k = 0; k < nr; k++) {
-        int64_t r = k * t->rows / nr;
-        q_status st = q_tensor_read_rows(t, r, 1, row, err);
+    float shift = NAN;
+    int64_t k0 = 0;
+    for (; k0 < nr && isnan(shift); k0++) {
+        q_status st = q_tensor_read_rows(t, k0 * t->rows / nr, 1, row, err);
         if (st != Q_OK) {
             free(row);
             return st;
         }
-        for (int64_t c = 0; c < t->cols; c++) {
-            if (!isfinite(row[c]))
-                continue;
-            if (isnan(first))
-                first = row[c];
-            double d = row[c] - first;
-            s += d;
-            s2 += d * d;
-            n++;
-        }
+        shift = first_finite(row, t->cols);
     }
     free(row);
-    if (n == 0) {
-        *pivot = 0;
-        *thr = 0;
+    *pivot = 0;
+    *thr = 0;
+    if (isnan(shift))
         return Q_OK;
+    k0--; /* the first row with a finite value; rows before it add nothing */
+
+    k_src src_type = K_SRC_F32;
+    bool direct = direct_src(t, &src_type);
+    uint64_t row_bytes = q_dtype_bytes(t->dtype, t->cols);
+    k_moments part[SAMPLE_ROWS];
+    bool oom = false;
+#pragma omp parallel reduction(|| : oom)
+    {
+        float *buf = direct ? NULL : malloc((size_t)t->cols * sizeof *buf);
+        q_err lerr;
+        oom = !direct && !buf;
+#pragma omp for schedule(static)
+        for (int64_t k = k0; k < nr; k++) {
+            int64_t r = k * t->rows / nr;
+            k_moments_init(&part[k], NULL, 0);
+            if (direct) {
+                k_moments_add(&part[k], t->data + (uint64_t)r * row_bytes, src_type, t->cols,
+                              shift, FLT_MAX);
+            } else if (buf) {
+                q_tensor_read_rows(t, r, 1, buf, &lerr); /* range is valid */
+                k_moments_add(&part[k], buf, K_SRC_F32, t->cols, shift, FLT_MAX);
+            }
+        }
+        free(buf);
     }
-    double mean = s / (double)n, var = s2 / (double)n - mean * mean;
-    *pivot = (float)(first + mean);
+    if (oom)
+        return q_fail(err, Q_ENOMEM, "%s: out of memory", t->name);
+    k_moments m;
+    k_moments_init(&m, NULL, 0);
+    for (int64_t k = k0; k < nr; k++)
+        k_moments_merge(&m, &part[k]);
+    if (m.n == 0)
+        return Q_OK;
+    double mean = m.s1 / (double)m.n, var = m.s2 / (double)m.n - mean * mean;
+    *pivot = (float)((double)shift + mean);
     *thr = (float)(CAND_SIGMAS * sqrt(var > 0 ? var : 0));
     return Q_OK;
 }

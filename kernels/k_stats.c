@@ -95,67 +95,72 @@ __attribute__((target("avx2,f16c"))) static inline __m256 load8(const void *src,
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* 8 floats per step: converts, splits into two 4-wide double halves, and keeps
- * separate double accumulators (float partial sums were tried: 15% faster but
- * 1e-7 relative error in the mean, not worth it). Non-finite lanes (rare) take
- * a slower branch that replaces them by the pivot (d = 0) and keeps them out
- * of min/max; they are classified afterwards. Inlined once per source type
- * (type is a constant in each caller), so the loop has no type test. */
-__attribute__((target("avx2,fma,f16c"))) static inline void
+/* One vector of 8 values into one set of double accumulators. */
+typedef struct acc4 {
+    __m256d s1, s2, s3, s4;
+} acc4;
+
+__attribute__((target("avx2,fma"))) static inline void acc_add(acc4 *a, __m256d d)
+{
+    __m256d d2 = _mm256_mul_pd(d, d);
+    a->s1 = _mm256_add_pd(a->s1, d);
+    a->s2 = _mm256_add_pd(a->s2, d2);
+    a->s3 = _mm256_fmadd_pd(d2, d, a->s3);
+    a->s4 = _mm256_fmadd_pd(d2, d2, a->s4);
+}
+
+__attribute__((target("avx2"))) static inline double hsum(__m256d v)
+{
+    double t[4];
+    _mm256_storeu_pd(t, v);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+/* Blocks of K_BLOCK values: every value is converted, split into two 4-wide
+ * double halves and accumulated into two sets of double accumulators (for
+ * latency); min/max stay in float. The far-from-pivot test gives one bit per
+ * value (unordered compare, so NaN and ±Inf set theirs too), gathered into a
+ * 64-bit mask per block; after the block, each set bit is a candidate. A
+ * non-finite value poisons the fast sums, so a call that meets one (rare)
+ * starts over on the scalar path. Inlined once per source type (type is a
+ * constant in each caller), so the loop has no type test. Returns false when
+ * the caller must redo the range with the scalar path. */
+#define K_BLOCK 64
+__attribute__((target("avx2,fma,f16c"))) static inline bool
 add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float pivot, float thr)
 {
     const __m256 vpivot = _mm256_set1_ps(pivot), vthr = _mm256_set1_ps(thr);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 vinf = _mm256_set1_ps(INFINITY), vninf = _mm256_set1_ps(-INFINITY);
     const __m256d dpivot = _mm256_set1_pd((double)pivot);
-    __m256d a1 = _mm256_setzero_pd(), a2 = a1, a3 = a1, a4 = a1;
-    __m256d b1 = a1, b2 = a1, b3 = a1, b4 = a1;
-    __m256 vmin = vinf, vmax = vninf;
-    int64_t nonfinite = 0;
+    const __m256d zero = _mm256_setzero_pd();
+    acc4 a = {zero, zero, zero, zero}, b = a;
+    __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 x = load8(src, type, i);
-        __m256 finite = _mm256_cmp_ps(_mm256_and_ps(x, absmask), vinf, _CMP_LT_OQ);
-        int fmask = _mm256_movemask_ps(finite);
-        if (__builtin_expect(fmask == 0xff, 1)) {
-            vmin = _mm256_min_ps(vmin, x);
-            vmax = _mm256_max_ps(vmax, x);
-        } else {
-            nonfinite += 8 - __builtin_popcount((unsigned)fmask);
-            x = _mm256_blendv_ps(vpivot, x, finite);
-            vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(vinf, x, finite));
-            vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vninf, x, finite));
+    for (; i + K_BLOCK <= n; i += K_BLOCK) {
+        uint64_t far = 0;
+#pragma GCC unroll 8
+        for (int k = 0; k < K_BLOCK; k += 8) {
+            __m256 x = load8(src, type, i + k);
+            vmin = _mm256_min_ps(x, vmin); /* a NaN x keeps vmin */
+            vmax = _mm256_max_ps(x, vmax);
+            __m256 adx = _mm256_and_ps(_mm256_sub_ps(x, vpivot), absmask);
+            far |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(adx, vthr, _CMP_NLE_UQ)) << k;
+            acc_add(&a, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), dpivot));
+            acc_add(&b, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), dpivot));
         }
-        __m256 adx = _mm256_and_ps(_mm256_sub_ps(x, vpivot), absmask);
-        int cmask = _mm256_movemask_ps(_mm256_cmp_ps(adx, vthr, _CMP_GT_OQ)) & fmask;
-        if (__builtin_expect(cmask != 0, 0)) {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, x);
-            for (int k = 0; k < 8; k++)
-                if (cmask & (1 << k))
-                    add_cand(m, tmp[k]);
+        while (__builtin_expect(far != 0, 0)) {
+            float x = src_at(src, type, i + __builtin_ctzll(far));
+            if (!isfinite(x))
+                return false;
+            if (fabsf(x - pivot) > thr) /* as the scalar path decides (thr may be NaN) */
+                add_cand(m, x);
+            far &= far - 1;
         }
-        __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), dpivot);
-        __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), dpivot);
-        __m256d lo2 = _mm256_mul_pd(lo, lo), hi2 = _mm256_mul_pd(hi, hi);
-        a1 = _mm256_add_pd(a1, lo);
-        b1 = _mm256_add_pd(b1, hi);
-        a2 = _mm256_add_pd(a2, lo2);
-        b2 = _mm256_add_pd(b2, hi2);
-        a3 = _mm256_fmadd_pd(lo2, lo, a3);
-        b3 = _mm256_fmadd_pd(hi2, hi, b3);
-        a4 = _mm256_fmadd_pd(lo2, lo2, a4);
-        b4 = _mm256_fmadd_pd(hi2, hi2, b4);
     }
-    double t[4];
-    _mm256_storeu_pd(t, _mm256_add_pd(a1, b1));
-    m->s1 += (t[0] + t[1]) + (t[2] + t[3]);
-    _mm256_storeu_pd(t, _mm256_add_pd(a2, b2));
-    m->s2 += (t[0] + t[1]) + (t[2] + t[3]);
-    _mm256_storeu_pd(t, _mm256_add_pd(a3, b3));
-    m->s3 += (t[0] + t[1]) + (t[2] + t[3]);
-    _mm256_storeu_pd(t, _mm256_add_pd(a4, b4));
-    m->s4 += (t[0] + t[1]) + (t[2] + t[3]);
+    m->s1 += hsum(_mm256_add_pd(a.s1, b.s1));
+    m->s2 += hsum(_mm256_add_pd(a.s2, b.s2));
+    m->s3 += hsum(_mm256_add_pd(a.s3, b.s3));
+    m->s4 += hsum(_mm256_add_pd(a.s4, b.s4));
     float fm[8];
     _mm256_storeu_ps(fm, vmin);
     for (int k = 0; k < 8; k++)
@@ -163,34 +168,31 @@ add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float 
     _mm256_storeu_ps(fm, vmax);
     for (int k = 0; k < 8; k++)
         m->max = fm[k] > m->max ? fm[k] : m->max;
-    m->n += i - nonfinite;
-    /* Classify the masked non-finite lanes once more, only if there were any. */
-    if (nonfinite) {
-        for (int64_t j = 0; j < i; j++) {
-            float x = src_at(src, type, j);
-            if (isnan(x))
-                m->n_nan++;
-            else if (isinf(x))
-                m->n_inf++;
-        }
-    }
+    m->n += i;
     add_scalar(m, src, type, i, n - i, pivot, thr);
+    return true;
 }
 
 __attribute__((target("avx2,fma,f16c"))) static void add_avx2(k_moments *m, const void *src,
                                                                k_src type, int64_t n,
                                                                float pivot, float thr)
 {
+    k_moments save = *m;
+    bool ok = true;
     switch (type) {
     case K_SRC_F16:
-        add_avx2_body(m, src, K_SRC_F16, n, pivot, thr);
+        ok = add_avx2_body(m, src, K_SRC_F16, n, pivot, thr);
         break;
     case K_SRC_BF16:
-        add_avx2_body(m, src, K_SRC_BF16, n, pivot, thr);
+        ok = add_avx2_body(m, src, K_SRC_BF16, n, pivot, thr);
         break;
     case K_SRC_F32:
-        add_avx2_body(m, src, K_SRC_F32, n, pivot, thr);
+        ok = add_avx2_body(m, src, K_SRC_F32, n, pivot, thr);
         break;
+    }
+    if (!ok) { /* a NaN or Inf: the scalar path classifies it */
+        *m = save;
+        add_scalar(m, src, type, 0, n, pivot, thr);
     }
 }
 

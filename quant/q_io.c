@@ -34,6 +34,13 @@ q_status q_map_file(const char *path, q_map *out, q_err *err)
             close(fd);
             return q_fail(err, Q_ENOINPUT, "%s: cannot map: %s", path, strerror(e));
         }
+        /* A hint: pages this mapping brings into the page cache come in 2 MiB
+         * folios, which later mappings (this run's or the next's) map with one
+         * fault per 2 MiB instead of one per 4-64 KiB. Ignored where
+         * unsupported. */
+#ifdef MADV_HUGEPAGE
+        madvise(p, (size_t)st.st_size, MADV_HUGEPAGE);
+#endif
         out->data = p;
         out->size = (uint64_t)st.st_size;
     }

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -604,19 +605,28 @@ q_status q_tensor_read_rows(const q_tensor *t, int64_t row0, int64_t nrows, floa
     return Q_OK;
 }
 
-/* Page-aligned [start, end) inside t's data, or false when it holds no whole page. */
-static bool tensor_pages(const q_tensor *t, uintptr_t *start, size_t *len)
+/* Page-aligned [start, start + len) inside bytes [off, off + len) of t's data,
+ * or false when that range holds no whole page. */
+static bool range_pages(const q_tensor *t, uint64_t off, uint64_t len, uintptr_t *start,
+                        size_t *n)
 {
-    if (!t->data || t->bytes == 0)
+    if (!t->data || len == 0 || off >= t->bytes)
         return false;
+    if (len > t->bytes - off)
+        len = t->bytes - off;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(page - 1);
-    uintptr_t b = ((uintptr_t)t->data + t->bytes) & ~(page - 1);
+    uintptr_t a = ((uintptr_t)t->data + off + page - 1) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)t->data + off + len) & ~(page - 1);
     if (b <= a)
         return false;
     *start = a;
-    *len = b - a;
+    *n = b - a;
     return true;
+}
+
+static bool tensor_pages(const q_tensor *t, uintptr_t *start, size_t *len)
+{
+    return range_pages(t, 0, t->bytes, start, len);
 }
 
 void q_tensor_release(const q_tensor *t)
@@ -627,10 +637,98 @@ void q_tensor_release(const q_tensor *t)
         madvise((void *)a, n, MADV_DONTNEED);
 }
 
-void q_tensor_willneed(const q_tensor *t)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+#define PREFETCH_STEP (8u << 20) /* bytes populated between checks for news */
+
+struct q_prefetch {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const q_tensor *want; /* latest request, NULL when none is pending */
+    uint64_t seq;         /* bumped by every request */
+    uint64_t cap;
+    bool stop;
+};
+
+static void *prefetch_main(void *arg)
 {
-    uintptr_t a;
-    size_t n;
-    if (tensor_pages(t, &a, &n))
-        madvise((void *)a, n, MADV_WILLNEED);
+    q_prefetch *p = arg;
+    bool populate = true;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->want && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop)
+            break;
+        const q_tensor *t = p->want;
+        uint64_t seq = p->seq;
+        p->want = NULL;
+        pthread_mutex_unlock(&p->mu);
+        uintptr_t a;
+        size_t n;
+        if (range_pages(t, 0, t->bytes < p->cap ? t->bytes : p->cap, &a, &n)) {
+            for (size_t off = 0; off < n; off += PREFETCH_STEP) {
+                size_t len = n - off < PREFETCH_STEP ? n - off : PREFETCH_STEP;
+                if (populate && madvise((void *)(a + off), len, MADV_POPULATE_READ) != 0 &&
+                    errno == EINVAL)
+                    populate = false;
+                if (!populate) {
+                    madvise((void *)a, n, MADV_WILLNEED);
+                    break;
+                }
+                pthread_mutex_lock(&p->mu);
+                bool news = p->stop || p->seq != seq;
+                pthread_mutex_unlock(&p->mu);
+                if (news)
+                    break; /* the caller has moved on */
+            }
+        }
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+q_prefetch *q_prefetch_start(uint64_t cap)
+{
+    q_prefetch *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->cap = cap;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (pthread_create(&p->thread, NULL, prefetch_main, p) != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void q_prefetch_tensor(q_prefetch *p, const q_tensor *t)
+{
+    if (!p || !t->data)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->want = t;
+    p->seq++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void q_prefetch_stop(q_prefetch *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
 }

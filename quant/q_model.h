@@ -101,8 +101,20 @@ q_status q_tensor_read_rows(const q_tensor *t, int64_t row0, int64_t nrows, floa
  * anonymous memory it would discard the data. The caller must not be reading t
  * at the same time. */
 void q_tensor_release(const q_tensor *t);
-/* Asks the kernel to read t's data ahead (a hint; never fails). */
-void q_tensor_willneed(const q_tensor *t);
+
+/* A background reader for streaming a model tensor by tensor: while the caller
+ * works on one tensor, a thread brings the first cap bytes of the next into
+ * memory through the mapping (MADV_POPULATE_READ: the fault path, so the
+ * MADV_HUGEPAGE mapping reads from disk in 2 MiB folios, which later runs map
+ * cheaply; MADV_WILLNEED's readahead would leave 4 KiB pages). A new request
+ * replaces one not yet finished. Falls back to a WILLNEED hint where the kernel
+ * lacks MADV_POPULATE_READ (before Linux 5.14), and to nothing when no thread
+ * can be started. */
+typedef struct q_prefetch q_prefetch;
+q_prefetch *q_prefetch_start(uint64_t cap);
+void q_prefetch_tensor(q_prefetch *p, const q_tensor *t);
+/* Waits for the thread (it stops between steps of a few MiB) and frees p. */
+void q_prefetch_stop(q_prefetch *p);
 
 /* Maps a tensor name of either convention to its GGUF-style name, role and
  * block. Returns false (role OTHER, block -1, name copied) for names it does not

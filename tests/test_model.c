@@ -238,6 +238,55 @@ static void test_read_rows_bounds(void **state)
     q_model_close(m);
 }
 
+/* The read-ahead thread: requests racing with reads and releases of the same
+ * tensors leave every value as it was; stop joins with requests pending and
+ * with none ever made. */
+static double tensor_sum(const q_tensor *t)
+{
+    float *row = malloc((size_t)t->cols * sizeof *row);
+    assert_non_null(row);
+    double s = 0;
+    q_err err;
+    for (int64_t r = 0; r < t->rows; r++) {
+        assert_int_equal(q_tensor_read_rows(t, r, 1, row, &err), Q_OK);
+        for (int64_t c = 0; c < t->cols; c++)
+            s += row[c] * (double)(c + 1);
+    }
+    free(row);
+    return s;
+}
+
+static void test_prefetch(void **state)
+{
+    (void)state;
+    if (!have_models())
+        skip();
+    q_model *m = open_model("stories260K.gguf");
+    double *before = malloc(m->n_tensors * sizeof *before);
+    assert_non_null(before);
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        before[i] = tensor_sum(&m->tensors[i]);
+    q_prefetch_stop(q_prefetch_start(1 << 20)); /* no request at all */
+    for (int round = 0; round < 3; round++) {
+        q_prefetch *pf = q_prefetch_start(round == 0 ? 4096 : 1 << 20);
+        assert_non_null(pf);
+        for (uint64_t i = 0; i < m->n_tensors; i++) {
+            if (i + 1 < m->n_tensors)
+                q_prefetch_tensor(pf, &m->tensors[i + 1]);
+            assert_true(tensor_sum(&m->tensors[i]) == before[i]);
+            q_tensor_release(&m->tensors[i]);
+            if (round == 2 && i + 1 < m->n_tensors)
+                q_tensor_release(&m->tensors[i + 1]); /* while it may be read ahead */
+        }
+        q_prefetch_tensor(pf, &m->tensors[0]); /* pending at stop */
+        q_prefetch_stop(pf);
+    }
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        assert_true(tensor_sum(&m->tensors[i]) == before[i]);
+    free(before);
+    q_model_close(m);
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -284,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_same_rows_f16),    cmocka_unit_test(test_same_rows_bf16),
         cmocka_unit_test(test_same_rows_hf),     cmocka_unit_test(test_hf_values),
         cmocka_unit_test(test_read_rows_bounds), cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_prefetch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

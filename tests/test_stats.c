@@ -265,6 +265,73 @@ static void test_f16_bf16(void **state)
     free(xb);
 }
 
+/* k_moments_add itself, SIMD against scalar, at lengths around the 64-value
+ * block: the same counts, min/max and candidates in the same order, sums equal
+ * up to summation order; NaN/Inf anywhere in a block send it to the scalar
+ * path; a NaN threshold collects nothing on either path. */
+static void test_moments_paths(void **state)
+{
+    (void)state;
+    static const int64_t lens[] = {0, 1, 7, 8, 63, 64, 65, 127, 128, 200, 1000, 4097};
+    const int64_t cap = 5000;
+    float *x = malloc(5000 * sizeof *x);
+    uint16_t *h = malloc(5000 * sizeof *h), *b = malloc(5000 * sizeof *b);
+    float *cs = malloc((size_t)cap * sizeof *cs), *cv = malloc((size_t)cap * sizeof *cv);
+    rng_state = 11;
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+        for (int poison = 0; poison < 3; poison++) {
+            int64_t n = lens[li];
+            for (int64_t i = 0; i < n; i++)
+                x[i] = 0.02f * (float)student_t();
+            if (poison && n > 0) { /* 1: a NaN, 2: an Inf, anywhere */
+                int64_t at = (int64_t)(rng() % (uint64_t)n);
+                x[at] = poison == 1 ? NAN : -INFINITY;
+            }
+            for (int64_t i = 0; i < n; i++) {
+                h[i] = q_f32_to_f16(x[i]);
+                b[i] = q_f32_to_bf16(x[i]);
+            }
+            const void *srcs[] = {x, h, b};
+            const k_src types[] = {K_SRC_F32, K_SRC_F16, K_SRC_BF16};
+            const float thrs[] = {0.04f, NAN};
+            for (int ti = 0; ti < 3; ti++) {
+                for (int hi = 0; hi < 2; hi++) {
+                    k_moments ms, mv;
+                    k_moments_init(&ms, cs, cap);
+                    k_moments_init(&mv, cv, cap);
+                    k_stats_force_scalar(true);
+                    k_moments_add(&ms, srcs[ti], types[ti], n, 0.001f, thrs[hi]);
+                    k_stats_force_scalar(false);
+                    k_moments_add(&mv, srcs[ti], types[ti], n, 0.001f, thrs[hi]);
+                    assert_int_equal(mv.n, ms.n);
+                    assert_int_equal(mv.n_nan, ms.n_nan);
+                    assert_int_equal(mv.n_inf, ms.n_inf);
+                    assert_true(mv.min == ms.min && mv.max == ms.max);
+                    assert_int_equal(mv.n_cand, ms.n_cand);
+                    assert_memory_equal(cv, cs, (size_t)ms.n_cand * sizeof *cs);
+                    if (hi == 1)
+                        assert_int_equal(ms.n_cand, 0);
+                    else if (n >= 1000)
+                        assert_true(ms.n_cand > 0); /* the test reaches the candidate path */
+                    const double *sv[] = {&mv.s1, &mv.s2, &mv.s3, &mv.s4};
+                    const double *ss[] = {&ms.s1, &ms.s2, &ms.s3, &ms.s4};
+                    /* scale of the k-th sum: n sd^k (s1 and s3 cancel) */
+                    double sd = sqrt(ms.s2 / (double)(ms.n > 0 ? ms.n : 1));
+                    for (int k = 0; k < 4; k++) {
+                        double scale = (double)ms.n * pow(sd, k + 1) + 1e-300;
+                        assert_true(fabs(*sv[k] - *ss[k]) <= 1e-13 * scale);
+                    }
+                }
+            }
+        }
+    }
+    free(x);
+    free(h);
+    free(b);
+    free(cs);
+    free(cv);
+}
+
 static void test_unreadable(void **state)
 {
     (void)state;
@@ -283,7 +350,7 @@ int main(void)
         cmocka_unit_test(test_heavy_tailed),      cmocka_unit_test(test_odd_shapes),
         cmocka_unit_test(test_nonfinite),         cmocka_unit_test(test_constant_and_zero),
         cmocka_unit_test(test_second_pass),       cmocka_unit_test(test_f16_bf16),
-        cmocka_unit_test(test_unreadable),
+        cmocka_unit_test(test_unreadable),        cmocka_unit_test(test_moments_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,9 @@
 #include "q_dtype.h"
 #include "q_model.h"
 
+/* At most this much of the next tensor is read ahead (bounds the resident set). */
+#define PREFETCH_BYTES (64ull << 20)
+
 typedef enum out_fmt { OUT_TEXT, OUT_JSON, OUT_CSV } out_fmt;
 
 static const char *kind_name(q_model_kind k)
@@ -285,6 +288,8 @@ int cmd_inspect(int argc, char **argv)
     }
 
     int rc = 0;
+    /* reads the next tensor's first pages while this one is summed */
+    q_prefetch *pf = stats ? q_prefetch_start(PREFETCH_BYTES) : NULL;
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         const q_tensor *t = &m->tensors[i];
         an_stats s;
@@ -294,7 +299,7 @@ int cmd_inspect(int argc, char **argv)
             snprintf(note, sizeof note, "unsupported type %s", q_dtype_name(t->dtype));
         } else if (stats) {
             if (i + 1 < m->n_tensors)
-                q_tensor_willneed(&m->tensors[i + 1]);
+                q_prefetch_tensor(pf, &m->tensors[i + 1]);
             st = an_tensor_stats(t, &s, &err);
             q_tensor_release(t);
             if (st != Q_OK) {
@@ -313,6 +318,7 @@ int cmd_inspect(int argc, char **argv)
         if (fmt != OUT_JSON)
             fflush(stdout);
     }
+    q_prefetch_stop(pf); /* before the mappings go */
     if (doc) {
         if (rc == 0) {
             json_dumpf(doc, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
