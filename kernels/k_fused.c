@@ -601,96 +601,169 @@ KF_AVX2 static bool kf_has_nan_avx2(const float *y, int64_t n)
     return false;
 }
 
-/* Bins are computed four at a time into a small buffer and counted in a
- * separate scalar loop: four sub-histograms keep repeated bins from chaining
- * on one counter, and the loop's loads and stores do not interleave with the
- * SIMD arithmetic (which otherwise stalls on memory disambiguation). */
+/* Bins are computed eight at a time into a small buffer and counted two at a
+ * time, as one of 64 × 64 pairs, in the caller's k_acc_pairs table (16 KiB,
+ * L1-resident): half the read-modify-writes of counting single bins, and pairs
+ * crowd far less onto one counter (errors crowd into the middle bins, and
+ * increments of one counter chain through store-to-load forwarding). The
+ * table is folded into the 64 bins by k_acc_flush. */
 #define KF_BINBUF 512
+#define KF_PAIRS (Q_ERR_HIST_BINS * Q_ERR_HIST_BINS)
 
-static void kf_count(uint32_t (*sub)[Q_ERR_HIST_BINS], const int32_t *b, int n)
+static void kf_count_pairs(uint32_t *pairs, const int32_t *idx, int n)
 {
     int i = 0;
     for (; i + 4 <= n; i += 4) {
-        sub[0][b[i]]++;
-        sub[1][b[i + 1]]++;
-        sub[2][b[i + 2]]++;
-        sub[3][b[i + 3]]++;
+        pairs[idx[i]]++;
+        pairs[idx[i + 1]]++;
+        pairs[idx[i + 2]]++;
+        pairs[idx[i + 3]]++;
     }
     for (; i < n; i++)
-        sub[0][b[i]]++;
+        pairs[idx[i]]++;
 }
 
-KF_AVX2 static void kf_acc_avx2(q_metrics_acc *a, const float *x, const float *y, int64_t n,
-                                const float *iw)
+void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p)
 {
-    __m256d sw2 = _mm256_setzero_pd(), sq2 = sw2, swq = sw2, se2 = sw2, siwe = sw2, siww = sw2;
-    __m256d mx = sw2;
-    const __m256d sgn = _mm256_set1_pd(-0.0);
+    if (!p->pending)
+        return;
+    for (int hi = 0; hi < Q_ERR_HIST_BINS; hi++) {
+        const uint32_t *row = p->n + hi * Q_ERR_HIST_BINS;
+        int64_t s = 0;
+        for (int lo = 0; lo < Q_ERR_HIST_BINS; lo++) {
+            s += row[lo];
+            a->hist[lo] += row[lo];
+        }
+        a->hist[hi] += s;
+    }
+    memset(p->n, 0, sizeof p->n);
+    p->pending = 0;
+}
+
+/* The exact bin of e = y - x (q_metrics' formula, in double). */
+static inline int32_t kf_bin_exact(float x, float y, double range)
+{
+    double e = (double)y - (double)x;
+    double t = (e + range) / (2.0 * range) * Q_ERR_HIST_BINS;
+    return !(t >= 0.0) ? 0 : t >= Q_ERR_HIST_BINS ? Q_ERR_HIST_BINS - 1 : (int32_t)t;
+}
+
+/* Histogram bins of e = y - x, 8 values per step: t = (e + range) * 64 /
+ * (2 range) in float, within 2e-5 of q_metrics' double t (float rounding of
+ * e, of the sum and of the reciprocal: a few ulps of at most 64); a lane whose
+ * float t lies within 1e-4 of an integer (a bin edge, or 0 and 64, the ends)
+ * is binned again by the exact formula, so every count equals the
+ * reference's. n is a multiple of 8. */
+__attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc_pairs *p,
+                                                         const float *x, const float *y,
+                                                         int64_t n)
+{
     const double range = a->hist_range;
-    /* Bin t = (e + range) / (2 range) * 64 exactly as q_metrics computes it. The
-     * division is replaced by a multiplication by the reciprocal, which is
-     * within a few ulps of it; a lane whose t lies within 1e-6 of an integer
-     * (a bin edge) is redone with the division, so every bin is exact. */
-    const __m256d vr = _mm256_set1_pd(range), v2r = _mm256_set1_pd(2.0 * range);
-    const __m256d vinv = _mm256_set1_pd(range > 0.0 ? Q_ERR_HIST_BINS / (2.0 * range) : 0.0);
-    const __m256d vbins = _mm256_set1_pd((double)Q_ERR_HIST_BINS);
-    const __m256d cap = _mm256_set1_pd((double)Q_ERR_HIST_BINS - 0.5), zero = sw2;
-    const __m256d edge = _mm256_set1_pd(1e-6), one = _mm256_set1_pd(1.0 - 1e-6);
-    uint32_t sub[4][Q_ERR_HIST_BINS];
-    int32_t bins[KF_BINBUF] = {0};
-    int nbins = 0;
-    if (range > 0.0)
-        memset(sub, 0, sizeof sub);
+    const __m256 fr = _mm256_set1_ps((float)range);
+    const __m256 finv = _mm256_set1_ps((float)(Q_ERR_HIST_BINS / (2.0 * range)));
+    const __m256 lo_edge = _mm256_set1_ps(1e-4f), hi_edge = _mm256_set1_ps(1.0f - 1e-4f);
+    const __m256 fcap = _mm256_set1_ps((float)Q_ERR_HIST_BINS - 0.5f);
+    /* pair index of bins (j, j + 1): bin j + 1 in bits 6..11, bin j in 0..5 */
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m128i low12 = _mm_set1_epi32(KF_PAIRS - 1);
+    int32_t idx[KF_BINBUF];
+    int nidx = 0;
     int64_t c = 0;
-    for (; c + 4 <= n; c += 4) {
-        __m256d xv = _mm256_cvtps_pd(_mm_loadu_ps(x + c));
-        __m256d yv = _mm256_cvtps_pd(_mm_loadu_ps(y + c));
-        __m256d e = _mm256_sub_pd(yv, xv);
-        __m256d e2 = _mm256_mul_pd(e, e);
-        sw2 = _mm256_add_pd(sw2, _mm256_mul_pd(xv, xv));
-        sq2 = _mm256_add_pd(sq2, _mm256_mul_pd(yv, yv));
-        swq = _mm256_add_pd(swq, _mm256_mul_pd(xv, yv));
-        se2 = _mm256_add_pd(se2, e2);
-        mx = _mm256_max_pd(mx, _mm256_andnot_pd(sgn, e));
-        if (iw) {
-            __m256d iv = _mm256_cvtps_pd(_mm_loadu_ps(iw + c));
-            siwe = _mm256_add_pd(siwe, _mm256_mul_pd(_mm256_mul_pd(iv, e), e));
-            siww = _mm256_add_pd(siww, _mm256_mul_pd(_mm256_mul_pd(iv, xv), xv));
-        }
-        if (range > 0.0) {
-            __m256d u = _mm256_add_pd(e, vr);
-            __m256d t = _mm256_mul_pd(u, vinv);
-            __m256d fr = _mm256_sub_pd(t, _mm256_floor_pd(t));
-            __m256d near = _mm256_or_pd(_mm256_cmp_pd(fr, edge, _CMP_LT_OQ),
-                                        _mm256_cmp_pd(fr, one, _CMP_GT_OQ));
-            if (_mm256_movemask_pd(near))
-                t = _mm256_mul_pd(_mm256_div_pd(u, v2r), vbins);
-            t = _mm256_and_pd(t, _mm256_cmp_pd(t, zero, _CMP_GE_OQ));
-            __m128i b = _mm256_cvttpd_epi32(_mm256_min_pd(t, cap));
-            _mm_storeu_si128((__m128i *)(void *)(bins + nbins), b);
-            nbins += 4;
-            if (nbins == KF_BINBUF) {
-                kf_count(sub, bins, nbins);
-                nbins = 0;
+    for (; c + 8 <= n; c += 8) {
+        __m256 xf = _mm256_loadu_ps(x + c), yf = _mm256_loadu_ps(y + c);
+        __m256 t = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(yf, xf), fr), finv);
+        __m256 f = _mm256_sub_ps(t, _mm256_floor_ps(t));
+        __m256 near = _mm256_or_ps(_mm256_cmp_ps(f, lo_edge, _CMP_LT_OQ),
+                                   _mm256_cmp_ps(f, hi_edge, _CMP_GT_OQ));
+        t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), fcap);
+        __m256i bv = _mm256_cvttps_epi32(t);
+        int nm = _mm256_movemask_ps(near);
+        if (__builtin_expect(nm != 0, 0)) {
+            int32_t b[8];
+            _mm256_storeu_si256((__m256i *)(void *)b, bv);
+            while (nm) {
+                int l = __builtin_ctz((unsigned)nm);
+                b[l] = kf_bin_exact(x[c + l], y[c + l], range);
+                nm &= nm - 1;
             }
+            bv = _mm256_loadu_si256((const __m256i *)(const void *)b);
+        }
+        __m256i pv = _mm256_or_si256(bv, _mm256_srli_epi64(bv, 26));
+        pv = _mm256_permutevar8x32_epi32(pv, even);
+        _mm_storeu_si128((__m128i *)(void *)(idx + nidx),
+                         _mm_and_si128(_mm256_castsi256_si128(pv), low12));
+        nidx += 4;
+        if (nidx == KF_BINBUF) {
+            kf_count_pairs(p->n, idx, nidx);
+            nidx = 0;
         }
     }
-    if (range > 0.0) {
-        kf_count(sub, bins, nbins);
-        for (int k = 0; k < 4; k++)
-            for (int i = 0; i < Q_ERR_HIST_BINS; i++)
-                a->hist[i] += sub[k][i];
+    kf_count_pairs(p->n, idx, nidx);
+    p->pending += n / 2;
+}
+
+/* Four lanes of double sums. */
+typedef struct kf_sums4 {
+    __m256d w2, q2, wq, e2, iwe2, iww2;
+} kf_sums4;
+
+/* Adds four values (x, y as double; iw when has_iw) to s; max |e| into mx. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+kf_sums4_add(kf_sums4 *s, __m256d *mx, __m256d xd, __m256d yd, const float *iw,
+             const bool has_iw)
+{
+    __m256d e = _mm256_sub_pd(yd, xd);
+    s->w2 = _mm256_fmadd_pd(xd, xd, s->w2);
+    s->q2 = _mm256_fmadd_pd(yd, yd, s->q2);
+    s->wq = _mm256_fmadd_pd(xd, yd, s->wq);
+    s->e2 = _mm256_fmadd_pd(e, e, s->e2);
+    *mx = _mm256_max_pd(*mx, _mm256_andnot_pd(_mm256_set1_pd(-0.0), e));
+    if (has_iw) {
+        __m256d iv = _mm256_cvtps_pd(_mm_loadu_ps(iw));
+        s->iwe2 = _mm256_fmadd_pd(_mm256_mul_pd(iv, e), e, s->iwe2);
+        s->iww2 = _mm256_fmadd_pd(_mm256_mul_pd(iv, xd), xd, s->iww2);
     }
-    double w2 = kf_hsum_pd(sw2), q2 = kf_hsum_pd(sq2), wq = kf_hsum_pd(swq);
-    double e2s = kf_hsum_pd(se2), iwe2 = kf_hsum_pd(siwe), iww2 = kf_hsum_pd(siww);
+}
+
+/* Sums, 8 values per step: each half of x and y widened to double, products
+ * accumulated with FMA in two sets of four lanes (rounding differs from the
+ * scalar loop in the last bits only); the halves are done one after the other
+ * so the accumulators stay in registers. The histogram is a second loop over
+ * the same (cache-resident) row. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+                 const float *iw, const bool has_iw)
+{
+    const __m256d z = _mm256_setzero_pd();
+    kf_sums4 sa = {z, z, z, z, z, z}, sb = sa;
+    __m256d mxa = z;
+    const double range = a->hist_range;
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        __m256 xf = _mm256_loadu_ps(x + c), yf = _mm256_loadu_ps(y + c);
+        kf_sums4_add(&sa, &mxa, _mm256_cvtps_pd(_mm256_castps256_ps128(xf)),
+                     _mm256_cvtps_pd(_mm256_castps256_ps128(yf)), has_iw ? iw + c : NULL,
+                     has_iw);
+        kf_sums4_add(&sb, &mxa, _mm256_cvtps_pd(_mm256_extractf128_ps(xf, 1)),
+                     _mm256_cvtps_pd(_mm256_extractf128_ps(yf, 1)),
+                     has_iw ? iw + c + 4 : NULL, has_iw);
+    }
+    if (range > 0.0)
+        kf_hist_avx2(a, p, x, y, c); /* the same c values; the tail below bins the rest */
+    double w2s = kf_hsum_pd(_mm256_add_pd(sa.w2, sb.w2));
+    double q2s = kf_hsum_pd(_mm256_add_pd(sa.q2, sb.q2));
+    double wqs = kf_hsum_pd(_mm256_add_pd(sa.wq, sb.wq));
+    double e2s = kf_hsum_pd(_mm256_add_pd(sa.e2, sb.e2));
+    double iwe2 = kf_hsum_pd(_mm256_add_pd(sa.iwe2, sb.iwe2));
+    double iww2 = kf_hsum_pd(_mm256_add_pd(sa.iww2, sb.iww2));
     double t4[4];
-    _mm256_storeu_pd(t4, mx);
+    _mm256_storeu_pd(t4, mxa);
     double rmax = fmax(fmax(t4[0], t4[1]), fmax(t4[2], t4[3]));
     for (; c < n; c++) {
         double xv = x[c], yv = y[c], e = yv - xv;
-        w2 += xv * xv;
-        q2 += yv * yv;
-        wq += xv * yv;
+        w2s += xv * xv;
+        q2s += yv * yv;
+        wqs += xv * yv;
         e2s += e * e;
         rmax = fabs(e) > rmax ? fabs(e) : rmax;
         if (iw) {
@@ -706,15 +779,27 @@ KF_AVX2 static void kf_acc_avx2(q_metrics_acc *a, const float *x, const float *y
     }
     if (rmax > a->max_abs)
         a->max_abs = rmax;
-    a->sum_w2 += w2;
-    a->sum_q2 += q2;
-    a->sum_wq += wq;
+    a->sum_w2 += w2s;
+    a->sum_q2 += q2s;
+    a->sum_wq += wqs;
     a->sum_e2 += e2s;
     a->sum_iw_e2 += iwe2;
     a->sum_iw_w2 += iww2;
     if (iw)
         a->weighted = true;
     a->n += n;
+}
+
+/* Inlined twice, so the loop without importance weights keeps its
+ * accumulators in registers. */
+__attribute__((target("avx2,fma"))) static void kf_acc_avx2(q_metrics_acc *a, k_acc_pairs *p,
+                                                             const float *x, const float *y,
+                                                             int64_t n, const float *iw)
+{
+    if (iw)
+        kf_acc_avx2_body(a, p, x, y, n, iw, true);
+    else
+        kf_acc_avx2_body(a, p, x, y, n, NULL, false);
 }
 
 KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n)
@@ -759,12 +844,14 @@ void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
     }
 }
 
-void k_acc_row(q_metrics_acc *a, const float *x, const float *y, int64_t n, const float *iw,
-               bool simd)
+void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+               const float *iw, bool simd)
 {
 #if KF_X86
     if (simd && !kf_has_nan_avx2(y, n)) {
-        kf_acc_avx2(a, x, y, n, iw);
+        if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
+            k_acc_flush(a, p);
+        kf_acc_avx2(a, p, x, y, n, iw);
         return;
     }
 #endif

@@ -47,11 +47,21 @@ bool k_fq_has_fused(const q_fmt_spec *spec);
  * k->row_bytes bytes (ggml formats). Thread safe. */
 void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
 
+/* Per-thread scratch of k_acc_row: histogram bins counted two at a time in a
+ * table of 64 × 64 pairs. Zero-initialise it; it belongs to one accumulator
+ * at a time, so call k_acc_flush before moving to another and at the end. */
+typedef struct k_acc_pairs {
+    uint32_t n[Q_ERR_HIST_BINS * Q_ERR_HIST_BINS];
+    int64_t pending; /* pairs counted since the last flush */
+} k_acc_pairs;
+
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
- * to rounding in the last bits: SIMD sums in four lanes), the same histogram
- * counts and maximum. */
-void k_acc_row(q_metrics_acc *a, const float *x, const float *y, int64_t n, const float *iw,
-               bool simd);
+ * to rounding in the last bits: SIMD sums in several lanes), the same maximum,
+ * and the same histogram counts once k_acc_flush(a, p) has run. */
+void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+               const float *iw, bool simd);
+/* Folds the pair counts of p into a's histogram and empties p. */
+void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p);
 
 /* Copies x to dst with NaN/Inf replaced by 0 when x has any; returns how many
  * (0: dst untouched, use x). */

@@ -41,6 +41,7 @@ typedef struct kp_tls {
     float *sbuf; /* cols (scrubbed row) */
     float *ybuf; /* cols (fake-quantized row) */
     void *qbuf;  /* row_bytes (quantized row for ggml formats) */
+    k_acc_pairs *pairs; /* histogram pair counts of the block being measured */
 } kp_tls;
 
 static double kp_now(void)
@@ -72,6 +73,7 @@ static void kp_tls_free(kp_tls *s)
     free(s->sbuf);
     free(s->ybuf);
     free(s->qbuf);
+    free(s->pairs);
     memset(s, 0, sizeof *s);
 }
 
@@ -83,7 +85,8 @@ static bool kp_tls_alloc(const kp_job *j, kp_tls *s)
     s->sbuf = malloc(c * sizeof(float));
     s->ybuf = malloc(c * sizeof(float));
     s->qbuf = malloc(j->fq.row_bytes > 0 ? j->fq.row_bytes : 1);
-    if ((!j->direct && !s->xbuf) || !s->sbuf || !s->ybuf || !s->qbuf) {
+    s->pairs = calloc(1, sizeof *s->pairs);
+    if ((!j->direct && !s->xbuf) || !s->sbuf || !s->ybuf || !s->qbuf || !s->pairs) {
         kp_tls_free(s);
         return false;
     }
@@ -123,7 +126,7 @@ static q_status kp_measure(const kp_job *j, kp_tls *s, int64_t r0, int64_t n, q_
         }
         const float *w = kp_weights(j, r0 + i);
         k_fq_row(&j->fq, x, s->ybuf, search ? w : NULL, s->qbuf);
-        k_acc_row(acc, x, s->ybuf, j->cols, w, j->simd);
+        k_acc_row(acc, s->pairs, x, s->ybuf, j->cols, w, j->simd);
     }
     return Q_OK;
 }
@@ -176,6 +179,7 @@ static q_status kp_pass_run(const kp_job *j, kp_pass pass, int64_t nb, const int
                 q_metrics_init(&accs[b], hist_range);
                 bad[b] = 0;
                 st = kp_measure(j, &s, r0, n, &accs[b], &bad[b], &lerr);
+                k_acc_flush(&accs[b], s.pairs); /* also after a cancel: s is reused */
             }
             if (st != Q_OK) {
 #pragma omp critical(kp_err)
