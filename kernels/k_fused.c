@@ -121,7 +121,8 @@ q_status k_fq_init(k_fq *k, const q_fmt_spec *spec, int64_t cols, bool force_sca
     if (!q_fmt_fits(spec, cols))
         return q_fail(err, Q_EUSAGE, "%s needs rows that are a multiple of %lld, not %lld",
                       k->fmt->name, (long long)k->fmt->blck, (long long)cols);
-    k->simd = !force_scalar && KF_X86 && k_cpu_get()->avx2;
+    const k_cpu *cpu = k_cpu_get();
+    k->simd = !force_scalar && KF_X86 && cpu->avx2 && cpu->fma && cpu->f16c;
     k->fused = k_fq_has_fused(spec);
     if (k->fmt->ggml_type >= 0)
         k->row_bytes = (size_t)q_dtype_bytes((uint32_t)k->fmt->ggml_type, cols);
@@ -322,18 +323,178 @@ KF_AVX2 static bool kf_levels_avx2(kf_kind k, const float *x, int32_t *L, float 
     return true;
 }
 
-KF_AVX2 static void kf_row_q_avx2(kf_kind k, const float *x, float *y, int64_t n)
+/* One 32-block the slow way: the single-block SIMD form, else the reference. */
+KF_AVX2 static void kf_block_q(kf_kind k, const float *x, float *y)
 {
     uint8_t blk[64];
-    q_quant_fn ref = kf_ref_of(k);
-    q_dequant_fn dq = kf_dq_of(k);
-    for (int64_t b = 0; b < n; b += 32) {
-        uint16_t db = 0, mb = 0;
-        if (!kf_levels_avx2(k, x + b, NULL, y + b, &db, &mb)) {
-            ref(x + b, blk, 1, 32, NULL);
-            dq(blk, y + b, 32);
+    uint16_t db = 0, mb = 0;
+    if (!kf_levels_avx2(k, x, NULL, y, &db, &mb)) {
+        kf_ref_of(k)(x, blk, 1, 32, NULL);
+        kf_dq_of(k)(blk, y, 32);
+    }
+}
+
+/* Pairwise maxima (or minima) inside each 128-bit half: [a0∘a1, a2∘a3, b0∘b1,
+ * b2∘b3] per half. */
+KF_AVX2 static inline __m256 kf_pair(__m256 a, __m256 b, bool is_max)
+{
+    __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xdd);
+    return is_max ? _mm256_max_ps(e, o) : _mm256_min_ps(e, o);
+}
+
+/* Lane b = the maximum (or minimum) of the 8 lanes of v[b]. */
+KF_AVX2 static inline __m256 kf_reduce8(const __m256 *v, bool is_max)
+{
+    __m256 q0 = kf_pair(kf_pair(v[0], v[1], is_max), kf_pair(v[2], v[3], is_max), is_max);
+    __m256 q1 = kf_pair(kf_pair(v[4], v[5], is_max), kf_pair(v[6], v[7], is_max), is_max);
+    __m256 lo = _mm256_permute2f128_ps(q0, q1, 0x20), hi = _mm256_permute2f128_ps(q0, q1, 0x31);
+    return is_max ? _mm256_max_ps(lo, hi) : _mm256_min_ps(lo, hi);
+}
+
+/* Eight 32-blocks of kind k at once: the per-block scalars (extremes, d, 1/d,
+ * the f16 round trips) are computed for the eight blocks in the lanes of one
+ * vector, so no block waits on its own chain of reductions, divisions and
+ * conversions; then each block's 32 values as in kf_levels_avx2, the same
+ * float operations in the same order. _mm256_cvtps_ph rounds to nearest even
+ * with overflow to infinity, as q_f32_to_f16 does (test_preview checks the two
+ * agree at every rounding boundary). A block whose checks fail (non-finite
+ * 1/d, levels outside the proven range, a zero extreme of q4_1/q5_1, or for
+ * q4_0/q5_0 a maximum magnitude held by both signs, where the reference's scan
+ * order decides) is redone by kf_block_q. */
+__attribute__((target("avx2,f16c"), always_inline)) static inline void
+kf_q8blocks(const kf_kind k, const float *x, float *y)
+{
+    const __m256 sgn = _mm256_set1_ps(-0.0f);
+    __m256 mx[8], mn[8];
+    for (int b = 0; b < 8; b++) {
+        const float *xb = x + 32 * b;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+        __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        if (k == KF_Q8_0) {
+            mx[b] = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sgn, v0), _mm256_andnot_ps(sgn, v1)),
+                                  _mm256_max_ps(_mm256_andnot_ps(sgn, v2), _mm256_andnot_ps(sgn, v3)));
+        } else {
+            mx[b] = _mm256_max_ps(_mm256_max_ps(v0, v1), _mm256_max_ps(v2, v3));
+            mn[b] = _mm256_min_ps(_mm256_min_ps(v0, v1), _mm256_min_ps(v2, v3));
         }
     }
+    __m256 vmax = kf_reduce8(mx, true);
+    __m256 vmin = k == KF_Q8_0 ? vmax : kf_reduce8(mn, false);
+    const __m256 zero = _mm256_setzero_ps();
+    int slow = 0; /* blocks to redo, one bit each */
+    __m256 d, m = zero;
+    if (k == KF_Q8_0) {
+        d = _mm256_div_ps(vmax, _mm256_set1_ps(127.0f));
+    } else if (k == KF_Q4_0 || k == KF_Q5_0) {
+        __m256 nmin = _mm256_sub_ps(zero, vmin);
+        __m256 pos = _mm256_cmp_ps(vmax, nmin, _CMP_GT_OQ);
+        __m256 tie = _mm256_and_ps(_mm256_cmp_ps(vmax, nmin, _CMP_EQ_OQ),
+                                   _mm256_cmp_ps(vmax, zero, _CMP_NEQ_OQ));
+        slow |= _mm256_movemask_ps(tie);
+        /* max|x| held by the positive maximum, else by the minimum; 0 when all
+         * are zero (the reference's max stays 0.0f) */
+        __m256 ext = _mm256_blendv_ps(vmin, vmax, pos);
+        ext = _mm256_and_ps(ext, _mm256_cmp_ps(_mm256_max_ps(vmax, nmin), zero, _CMP_GT_OQ));
+        d = _mm256_div_ps(ext, _mm256_set1_ps(k == KF_Q4_0 ? -8.0f : -16.0f));
+    } else {
+        slow |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(vmin, zero, _CMP_EQ_OQ),
+                                                _mm256_cmp_ps(vmax, zero, _CMP_EQ_OQ)));
+        d = _mm256_div_ps(_mm256_sub_ps(vmax, vmin), _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 31.0f));
+        m = vmin;
+    }
+    __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d),
+                              _mm256_cmp_ps(d, zero, _CMP_NEQ_OQ));
+    __m256 aid = _mm256_andnot_ps(sgn, id);
+    slow |= _mm256_movemask_ps(_mm256_cmp_ps(aid, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
+    __m256 dh = _mm256_cvtph_ps(_mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+    __m256 mh = _mm256_cvtph_ps(_mm256_cvtps_ph(m, _MM_FROUND_TO_NEAREST_INT));
+    for (int b = 0; b < 8; b++) {
+        const __m256i lane = _mm256_set1_epi32(b);
+        const __m256 vid = _mm256_permutevar8x32_ps(id, lane);
+        const __m256 vdh = _mm256_permutevar8x32_ps(dh, lane);
+        const float *xb = x + 32 * b;
+        float *yb = y + 32 * b;
+        __m256 bad = zero;
+        if (k == KF_Q8_0) {
+            const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+            for (int i = 0; i < 4; i++) {
+                __m256 p = _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), vid);
+                __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
+                __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
+                __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), one);
+                __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, step));
+                bad = _mm256_or_ps(bad, _mm256_or_ps(
+                    _mm256_cmp_ps(r, _mm256_set1_ps(-127.0f), _CMP_NGE_UQ),
+                    _mm256_cmp_ps(r, _mm256_set1_ps(127.5f), _CMP_NLT_UQ)));
+                _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_add_ps(r, zero), vdh));
+            }
+        } else if (k == KF_Q4_0 || k == KF_Q5_0) {
+            const float hlf = k == KF_Q4_0 ? 8.0f : 16.0f;
+            const __m256 off = _mm256_set1_ps(hlf + 0.5f), top = _mm256_set1_ps(2 * hlf - 1);
+            const __m256 vh = _mm256_set1_ps(hlf);
+            for (int i = 0; i < 4; i++) {
+                __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), vid), off);
+                bad = _mm256_or_ps(bad, _mm256_or_ps(
+                    _mm256_cmp_ps(t, zero, _CMP_NGE_UQ),
+                    _mm256_cmp_ps(t, _mm256_set1_ps(128.0f), _CMP_NLT_UQ)));
+                __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
+                                         top);
+                _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_sub_ps(l, vh), vdh));
+            }
+        } else {
+            const __m256 vmn = _mm256_permutevar8x32_ps(m, lane);
+            const __m256 vmh = _mm256_permutevar8x32_ps(mh, lane);
+            const __m256 half = _mm256_set1_ps(0.5f);
+            const __m256 lim = _mm256_set1_ps(k == KF_Q4_1 ? 128.0f : 32.0f);
+            const __m256 top = _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
+            for (int i = 0; i < 4; i++) {
+                __m256 t = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xb + 8 * i), vmn), vid), half);
+                bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(t, zero, _CMP_NGE_UQ),
+                                                     _mm256_cmp_ps(t, lim, _CMP_NLT_UQ)));
+                __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
+                                         top);
+                _mm256_storeu_ps(yb + 8 * i, _mm256_add_ps(_mm256_mul_ps(l, vdh), vmh));
+            }
+        }
+        if (_mm256_movemask_ps(bad))
+            slow |= 1 << b;
+    }
+    while (slow) {
+        int b = __builtin_ctz((unsigned)slow);
+        kf_block_q(k, x + 32 * b, y + 32 * b);
+        slow &= slow - 1;
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static void kf_row_q_avx2(kf_kind k, const float *x,
+                                                                float *y, int64_t n)
+{
+    int64_t b = 0;
+    for (; b + 256 <= n; b += 256) {
+        switch (k) { /* one inlined copy per kind */
+        case KF_Q8_0:
+            kf_q8blocks(KF_Q8_0, x + b, y + b);
+            break;
+        case KF_Q4_0:
+            kf_q8blocks(KF_Q4_0, x + b, y + b);
+            break;
+        case KF_Q5_0:
+            kf_q8blocks(KF_Q5_0, x + b, y + b);
+            break;
+        case KF_Q4_1:
+            kf_q8blocks(KF_Q4_1, x + b, y + b);
+            break;
+        case KF_Q5_1:
+            kf_q8blocks(KF_Q5_1, x + b, y + b);
+            break;
+        default:
+            break;
+        }
+    }
+    for (; b < n; b += 32)
+        kf_block_q(k, x + b, y + b);
 }
 
 KF_AVX2 static size_t kf_quantize_avx2(kf_kind k, const float *src, void *dst, int64_t nrows,

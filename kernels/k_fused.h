@@ -7,8 +7,9 @@
  * without writing blocks. The source is read from memory once; every later
  * touch hits the cache.
  *
- * SIMD (AVX2, no FMA) is used where k_cpu_get() reports it and the caller did
- * not force the scalar path. A 32-block whose scale or levels fall outside the
+ * SIMD (AVX2 with F16C; FMA in the metric sums only, never in quantization) is
+ * used where k_cpu_get() reports all three and the caller did not force the
+ * scalar path. A 32-block whose scale or levels fall outside the
  * range where the SIMD form provably equals the reference (subnormal or huge
  * maxima, f16 overflow) is done by the scalar reference instead.
  */

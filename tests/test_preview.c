@@ -270,8 +270,9 @@ static void test_formats_sources(void **state)
 static void test_edges(void **state)
 {
     (void)state;
-    static const int64_t colss[] = {67, 96, 160};
-    for (int k = 0; k < 3; k++) {
+    /* 256 and 544: the SIMD path's batches of eight 32-blocks (and a tail) */
+    static const int64_t colss[] = {67, 96, 160, 256, 544};
+    for (int k = 0; k < 5; k++) {
         int64_t rows = 23, cols = colss[k];
         float *x = gen(rows, cols, 0x777 + (uint64_t)k);
         for (int64_t c = 0; c < cols; c++)
@@ -287,6 +288,14 @@ static void test_edges(void **state)
             x[13 * cols + c] = (c % 3 ? 1 : -1) * 1e-41f * (float)(c + 1);
         for (int64_t c = 0; c < cols; c++) /* huge values: f16 scale overflow */
             x[14 * cols + c] = (float)(c - 10) * 1e30f;
+        for (int64_t c = 0; c + 32 <= cols; c += 32) { /* ±max ties, in both orders */
+            x[15 * cols + c + 3] = (c / 32) % 2 ? 50.0f : -50.0f;
+            x[15 * cols + c + 20] = (c / 32) % 2 ? -50.0f : 50.0f;
+        }
+        for (int64_t c = 0; c < cols; c++) /* one nonzero value per block */
+            x[16 * cols + c] = c % 32 == 5 ? -0.25f : 0.0f;
+        for (int64_t c = 0; c < cols; c++) /* minima exactly zero (q4_1, q5_1) */
+            x[17 * cols + c] = c % 32 == 0 ? 0.0f : fabsf(x[17 * cols + c]);
         ttensor tt;
         make_tensor(&tt, x, rows, cols, Q_DT_F32);
         q_fmt_spec specs[64];
@@ -297,8 +306,61 @@ static void test_edges(void **state)
         q_fmt_spec q4k = {Q_FMT_Q4_K, 0, 0};
         k_preview_req req = {.tensor = &tt.t, .fmt = q4k, .method = Q_METHOD_RTN};
         q_err err = {{0}};
-        assert_int_equal(k_preview_tensor(&req, NULL, NULL, NULL, &err), Q_EUSAGE);
+        if (cols % 256)
+            assert_int_equal(k_preview_tensor(&req, NULL, NULL, NULL, &err), Q_EUSAGE);
         free(tt.data);
+        free(x);
+    }
+}
+
+/* k_fq_row, SIMD against the scalar reference, value by value (sums would hide
+ * a single wrong block under a large row): edge rows at widths that take the
+ * batches of eight 32-blocks and their tails. */
+static void test_fq_rows(void **state)
+{
+    (void)state;
+    static const int64_t colss[] = {256, 544};
+    for (int k = 0; k < 2; k++) {
+        const int64_t cols = colss[k], rows = 8;
+        float *x = gen(rows, cols, 0x51 + (uint64_t)k);
+        for (int64_t c = 0; c + 32 <= cols; c += 32) { /* ±max ties, both orders */
+            x[0 * cols + c + 3] = (c / 32) % 2 ? 50.0f : -50.0f;
+            x[0 * cols + c + 20] = (c / 32) % 2 ? -50.0f : 50.0f;
+        }
+        for (int64_t c = 0; c < cols; c++) {
+            x[1 * cols + c] = c % 32 == 5 ? -0.25f : 0.0f;   /* one nonzero per block */
+            x[2 * cols + c] = c % 32 == 0 ? 0.0f : fabsf(x[2 * cols + c]); /* min 0 */
+            x[3 * cols + c] = c % 32 == 0 ? -0.0f : -fabsf(x[3 * cols + c]); /* max -0 */
+            x[4 * cols + c] = (float)(c - 10) * 1e30f;      /* f16 scale overflow */
+            x[5 * cols + c] = (c % 3 ? 1 : -1) * 1e-41f * (float)(c + 1); /* subnormal */
+            x[6 * cols + c] = c < 64 ? 0.0f : x[6 * cols + c]; /* zero blocks */
+        }
+        float *ys = malloc((size_t)cols * sizeof *ys), *yv = malloc((size_t)cols * sizeof *yv);
+        uint8_t *qb = malloc((size_t)cols * 4);
+        q_fmt_spec specs[64];
+        int ns = all_specs(specs, cols);
+        for (int i = 0; i < ns; i++) {
+            k_fq fs, fv;
+            q_err err;
+            assert_int_equal(k_fq_init(&fs, &specs[i], cols, true, &err), Q_OK);
+            assert_int_equal(k_fq_init(&fv, &specs[i], cols, false, &err), Q_OK);
+            if (specs[i].group == Q_GROUP_TENSOR) { /* the per-tensor range */
+                q_fmt_prepare(&specs[i], x, rows * cols, &fs.ctx);
+                fv.ctx = fs.ctx;
+            }
+            for (int64_t r = 0; r < rows; r++) {
+                k_fq_row(&fs, x + r * cols, ys, NULL, qb);
+                k_fq_row(&fv, x + r * cols, yv, NULL, qb);
+                char nm[32];
+                if (memcmp(ys, yv, (size_t)cols * sizeof *ys) != 0)
+                    print_error("format %s row %lld\n", q_fmt_name(&specs[i], nm, sizeof nm),
+                                (long long)r);
+                assert_memory_equal(ys, yv, (size_t)cols * sizeof *ys);
+            }
+        }
+        free(ys);
+        free(yv);
+        free(qb);
         free(x);
     }
 }
@@ -512,6 +574,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_fq_rows),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
         cmocka_unit_test(test_estimate_band),   cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_init),
