@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "k_cpu.h"
+#include "k_dequant.h"
 #include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_grid.h"
@@ -371,8 +372,9 @@ kf_q8blocks(const kf_kind k, const float *x, float *y)
         __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
         __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
         if (k == KF_Q8_0) {
-            mx[b] = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sgn, v0), _mm256_andnot_ps(sgn, v1)),
-                                  _mm256_max_ps(_mm256_andnot_ps(sgn, v2), _mm256_andnot_ps(sgn, v3)));
+            __m256 a01 = _mm256_max_ps(_mm256_andnot_ps(sgn, v0), _mm256_andnot_ps(sgn, v1));
+            __m256 a23 = _mm256_max_ps(_mm256_andnot_ps(sgn, v2), _mm256_andnot_ps(sgn, v3));
+            mx[b] = _mm256_max_ps(a01, a23);
         } else {
             mx[b] = _mm256_max_ps(_mm256_max_ps(v0, v1), _mm256_max_ps(v2, v3));
             mn[b] = _mm256_min_ps(_mm256_min_ps(v0, v1), _mm256_min_ps(v2, v3));
@@ -999,7 +1001,10 @@ void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
 #endif
     if (k->fmt->ggml_type >= 0) {
         k->fmt->quantize(x, qbuf, 1, k->cols, search_w);
-        q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant(qbuf, y, k->cols);
+        q_dequant_fn dq = k_dequant_fast((uint32_t)k->fmt->ggml_type, k->simd);
+        if (!dq)
+            dq = q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant;
+        dq(qbuf, y, k->cols);
     } else {
         q_grid_fakequant(s, x, y, 1, k->cols, search_w, &k->ctx);
     }

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "k_cpu.h"
+#include "k_dequant.h"
 #include "k_fused.h"
 #include "k_preview.h"
 #include "q_dtype.h"
@@ -365,6 +366,39 @@ static void test_fq_rows(void **state)
     }
 }
 
+/* k_dequant_fast against q_dtype's dequantizers on random blocks (every field
+ * random, d and dmin any finite f16), value by value. */
+static void test_dequant_fast(void **state)
+{
+    (void)state;
+    static const uint32_t types[] = {Q_DT_Q4_K, Q_DT_Q5_K};
+    const int64_t nblk = 512, n = nblk * 256;
+    float *ya = malloc((size_t)n * sizeof *ya), *yb = malloc((size_t)n * sizeof *yb);
+    rng_state = 0xd0;
+    for (int t = 0; t < 2; t++) {
+        q_dequant_fn fast = k_dequant_fast(types[t], true);
+        if (!fast) {
+            assert_false(k_cpu_get()->avx2); /* only a machine without AVX2 has none */
+            continue;
+        }
+        assert_null(k_dequant_fast(types[t], false));
+        size_t bs = (size_t)q_dtype_bytes(types[t], 256);
+        uint8_t *blk = malloc(bs * (size_t)nblk);
+        for (size_t i = 0; i < bs * (size_t)nblk; i++)
+            blk[i] = (uint8_t)(rng() >> 24);
+        for (int64_t b = 0; b < nblk; b++) { /* d, dmin (bytes 0-3): exponent < 16, finite */
+            blk[(size_t)b * bs + 1] &= 0xbf;
+            blk[(size_t)b * bs + 3] &= 0xbf;
+        }
+        q_dtype_get(types[t])->dequant(blk, ya, n);
+        fast(blk, yb, n);
+        assert_memory_equal(ya, yb, (size_t)n * sizeof *ya);
+        free(blk);
+    }
+    free(ya);
+    free(yb);
+}
+
 /* Apply variants: byte-identical blocks, with edge blocks mixed in. */
 static void test_apply_variants(void **state)
 {
@@ -574,7 +608,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
-        cmocka_unit_test(test_fq_rows),
+        cmocka_unit_test(test_fq_rows),       cmocka_unit_test(test_dequant_fast),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
         cmocka_unit_test(test_estimate_band),   cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_init),

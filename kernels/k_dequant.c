@@ -1,0 +1,101 @@
+/* k_dequant.c — AVX2 forms of q_dtype's q4_K and q5_K dequantizers.
+ *
+ * Each 32-value sub-block is y = (d·sc)·q − dmin·m, evaluated as the reference
+ * does: the products d·sc and dmin·m in scalar float, then per value the
+ * multiply and the subtraction as two rounded operations (this file is
+ * compiled without FMA contraction: -std=c11, no fma target).
+ */
+#include "k_dequant.h"
+
+#include <stddef.h>
+
+#include "k_cpu.h"
+#include "q_blocks.h"
+#include "q_qhelpers.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define KD_X86 1
+#else
+#define KD_X86 0
+#endif
+
+#if KD_X86
+/* dst[0..32) = d1 * q[l] - m1 for 32 levels held as bytes. */
+__attribute__((target("avx2"))) static inline void kd_store32(float *dst, __m256i q, float d1,
+                                                              float m1)
+{
+    const __m256 vd = _mm256_set1_ps(d1), vm = _mm256_set1_ps(m1);
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]));
+        _mm256_storeu_ps(dst + 8 * k, _mm256_sub_ps(_mm256_mul_ps(vd, v), vm));
+    }
+}
+
+/* q4_K (with_high false) and q5_K: 8 sub-blocks of 32, scales/mins of 6 bits. */
+__attribute__((target("avx2"), always_inline)) static inline void
+kd_k45(const uint8_t *b, float *dst, const bool q5)
+{
+    const size_t off_d = q5 ? offsetof(block_q5_K, d) : offsetof(block_q4_K, d);
+    const size_t off_dm = q5 ? offsetof(block_q5_K, dmin) : offsetof(block_q4_K, dmin);
+    const size_t off_s = q5 ? offsetof(block_q5_K, scales) : offsetof(block_q4_K, scales);
+    const size_t off_q = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const float d = q_f16_to_f32((uint16_t)(b[off_d] | b[off_d + 1] << 8));
+    const float dmin = q_f16_to_f32((uint16_t)(b[off_dm] | b[off_dm + 1] << 8));
+    const uint8_t *s = b + off_s, *ql = b + off_q;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
+    const uint8_t *qhp = b + (q5 ? offsetof(block_q5_K, qh) : 0);
+    __m256i qh = q5 ? _mm256_loadu_si256((const __m256i *)(const void *)qhp)
+                    : _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++, ql += 32) {
+        uint8_t sc1, mn1, sc2, mn2;
+        q_qh_k4_get(2 * j, s, &sc1, &mn1);
+        q_qh_k4_get(2 * j + 1, s, &sc2, &mn2);
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)ql);
+        __m256i lo = _mm256_and_si256(q, low4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        if (q5) { /* bit 2j of qh[l] adds 16 to the low level, bit 2j+1 to the high */
+            __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j)));
+            __m256i b2 = _mm256_set1_epi8((char)(2 << (2 * j)));
+            __m256i h1 = _mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1);
+            __m256i h2 = _mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2);
+            lo = _mm256_add_epi8(lo, _mm256_and_si256(h1, sixteen));
+            hi = _mm256_add_epi8(hi, _mm256_and_si256(h2, sixteen));
+        }
+        kd_store32(dst, lo, d * (float)sc1, dmin * (float)mn1);
+        kd_store32(dst + 32, hi, d * (float)sc2, dmin * (float)mn2);
+        dst += 64;
+    }
+}
+
+__attribute__((target("avx2"))) static void kd_q4_k(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q4_K), dst += QK_K)
+        kd_k45(b, dst, false);
+}
+
+__attribute__((target("avx2"))) static void kd_q5_k(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q5_K), dst += QK_K)
+        kd_k45(b, dst, true);
+}
+#endif
+
+q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
+{
+#if KD_X86
+    if (simd && k_cpu_get()->avx2) {
+        if (type == Q_DT_Q4_K)
+            return kd_q4_k;
+        if (type == Q_DT_Q5_K)
+            return kd_q5_k;
+    }
+#endif
+    (void)type;
+    (void)simd;
+    return NULL;
+}
