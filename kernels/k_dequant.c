@@ -1,4 +1,10 @@
-/* k_dequant.c — AVX2 forms of q_dtype's q4_K and q5_K dequantizers.
+/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q4_K and q5_K
+ * dequantizers, installed by k_dequant_register as the types' fast
+ * dequantizers (every row read, q_tensor_read_rows, goes through them).
+ *
+ * F16: vcvtph2ps is exact and quiets a NaN keeping its payload, as
+ * q_f16_to_f32 does (test_preview compares all 65536 patterns). BF16: the
+ * exact widening (bits << 16), as the reference.
  *
  * Each 32-value sub-block is y = (d·sc)·q − dmin·m, evaluated as the reference
  * does: the products d·sc and dmin·m in scalar float, then per value the
@@ -70,6 +76,31 @@ kd_k45(const uint8_t *b, float *dst, const bool q5)
     }
 }
 
+__attribute__((target("avx2,f16c"))) static void kd_f16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(h + i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(v));
+    }
+    for (; i < n; i++)
+        dst[i] = q_f16_to_f32(h[i]);
+}
+
+__attribute__((target("avx2"))) static void kd_bf16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(h + i));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16);
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+    }
+    for (; i < n; i++)
+        dst[i] = q_bf16_to_f32(h[i]);
+}
+
 __attribute__((target("avx2"))) static void kd_q4_k(const void *src, float *dst, int64_t n)
 {
     const uint8_t *b = src;
@@ -88,7 +119,12 @@ __attribute__((target("avx2"))) static void kd_q5_k(const void *src, float *dst,
 q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
 {
 #if KD_X86
-    if (simd && k_cpu_get()->avx2) {
+    const k_cpu *cpu = k_cpu_get();
+    if (simd && cpu->avx2) {
+        if (type == Q_DT_F16 && cpu->f16c)
+            return kd_f16;
+        if (type == Q_DT_BF16)
+            return kd_bf16;
         if (type == Q_DT_Q4_K)
             return kd_q4_k;
         if (type == Q_DT_Q5_K)
@@ -98,4 +134,14 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
     (void)type;
     (void)simd;
     return NULL;
+}
+
+void k_dequant_register(void)
+{
+    static const uint32_t types[] = {Q_DT_F16, Q_DT_BF16, Q_DT_Q4_K, Q_DT_Q5_K};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        q_dequant_fn fn = k_dequant_fast(types[i], true);
+        if (fn)
+            q_dtype_set_fast_dequant(types[i], fn);
+    }
 }

@@ -1,6 +1,6 @@
-/* k_dequant.h — AVX2 dequantizers for the preview's quantize→dequantize round
- * trip, value for value equal to q_dtype's (the same float multiply, then
- * subtract; no FMA). */
+/* k_dequant.h — AVX2/F16C dequantizers (F16, BF16, q4_K, q5_K), bit for bit
+ * equal to q_dtype's references (the same float multiply, then subtract; no
+ * FMA), installed as the types' fast dequantizers at start-up. */
 #ifndef K_DEQUANT_H
 #define K_DEQUANT_H
 
@@ -12,5 +12,8 @@
 /* The fast dequantizer of ggml type `type` on this machine, or NULL (use
  * q_dtype_get(type)->dequant). simd false: always NULL. */
 q_dequant_fn k_dequant_fast(uint32_t type, bool simd);
+
+/* Installs every fast dequantizer this machine can run (q_dtype_set_fast_dequant). */
+void k_dequant_register(void);
 
 #endif

@@ -21,7 +21,6 @@
 #include <string.h>
 
 #include "k_cpu.h"
-#include "k_dequant.h"
 #include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_grid.h"
@@ -1001,10 +1000,7 @@ void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
 #endif
     if (k->fmt->ggml_type >= 0) {
         k->fmt->quantize(x, qbuf, 1, k->cols, search_w);
-        q_dequant_fn dq = k_dequant_fast((uint32_t)k->fmt->ggml_type, k->simd);
-        if (!dq)
-            dq = q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant;
-        dq(qbuf, y, k->cols);
+        q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant(qbuf, y, k->cols);
     } else {
         q_grid_fakequant(s, x, y, 1, k->cols, search_w, &k->ctx);
     }

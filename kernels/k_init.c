@@ -1,5 +1,6 @@
 /* k_init.c — start-up installation of the fast kernels (k_preview.h). */
 #include "k_cpu.h"
+#include "k_dequant.h"
 #include "k_fused.h"
 #include "k_kquants.h"
 #include "k_preview.h"
@@ -15,4 +16,5 @@ void k_init(void)
     q_format_set_fast(Q_FMT_Q5_0, k_quantize_q5_0);
     q_format_set_fast(Q_FMT_Q5_1, k_quantize_q5_1);
     k_kquants_register();
+    k_dequant_register();
 }

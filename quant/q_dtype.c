@@ -590,14 +590,14 @@ enum {
     Q_IX_COUNT
 };
 
-static const q_dtype_traits q_traits[Q_IX_COUNT] = {
+static q_dtype_traits q_traits[Q_IX_COUNT] = {
 #define Q_TRAITS_ROW(e, id, name, blck, size) \
-    [Q_IX_##e] = {e, name, blck, size, Q_DQ_##e},
+    [Q_IX_##e] = {e, name, blck, size, Q_DQ_##e, Q_DQ_##e},
     Q_DTYPE_LIST(Q_TRAITS_ROW)
 #undef Q_TRAITS_ROW
 };
 
-const q_dtype_traits *q_dtype_get(uint32_t id)
+static q_dtype_traits *traits_of(uint32_t id)
 {
     switch (id) {
 #define Q_GET_CASE(e, i, name, blck, size) \
@@ -608,6 +608,18 @@ const q_dtype_traits *q_dtype_get(uint32_t id)
     default:
         return NULL;
     }
+}
+
+const q_dtype_traits *q_dtype_get(uint32_t id)
+{
+    return traits_of(id);
+}
+
+void q_dtype_set_fast_dequant(uint32_t id, q_dequant_fn fn)
+{
+    q_dtype_traits *t = traits_of(id);
+    if (t && t->dequant_ref)
+        t->dequant = fn ? fn : t->dequant_ref;
 }
 
 const char *q_dtype_name(uint32_t id)

@@ -71,11 +71,17 @@ typedef struct q_dtype_traits {
     const char *name;       /* "Q4_K"; safetensors spelling for ids >= 1000 */
     int64_t blck;           /* elements per block */
     size_t size;            /* bytes per block */
-    q_dequant_fn dequant;   /* NULL when qtune cannot read this type */
+    q_dequant_fn dequant;   /* fastest available; NULL when qtune cannot read this type */
+    q_dequant_fn dequant_ref; /* the scalar reference (equal to dequant until replaced) */
 } q_dtype_traits;
 
 /* Traits of a type id, or NULL for an id that is not in the table. */
 const q_dtype_traits *q_dtype_get(uint32_t id);
+
+/* Used by kernels/ at start-up, before any reader runs, to install a faster
+ * dequantizer for a readable type; it must give the reference's values bit for
+ * bit. NULL restores the reference. */
+void q_dtype_set_fast_dequant(uint32_t id, q_dequant_fn fn);
 
 /* Name of a type ("Q4_K"), or "?" for unknown ids. Never NULL. */
 const char *q_dtype_name(uint32_t id);

@@ -366,8 +366,9 @@ static void test_fq_rows(void **state)
     }
 }
 
-/* k_dequant_fast against q_dtype's dequantizers on random blocks (every field
- * random, d and dmin any finite f16), value by value. */
+/* k_dequant_fast against q_dtype's reference dequantizers: q4_K and q5_K on
+ * random blocks (every field random, d and dmin finite f16), F16 and BF16 on
+ * every bit pattern; bit by bit. */
 static void test_dequant_fast(void **state)
 {
     (void)state;
@@ -390,13 +391,32 @@ static void test_dequant_fast(void **state)
             blk[(size_t)b * bs + 1] &= 0xbf;
             blk[(size_t)b * bs + 3] &= 0xbf;
         }
-        q_dtype_get(types[t])->dequant(blk, ya, n);
+        q_dtype_get(types[t])->dequant_ref(blk, ya, n);
         fast(blk, yb, n);
         assert_memory_equal(ya, yb, (size_t)n * sizeof *ya);
         free(blk);
     }
     free(ya);
     free(yb);
+    /* F16 and BF16: every bit pattern, NaNs included (bits compared) */
+    static const uint32_t halves[] = {Q_DT_F16, Q_DT_BF16};
+    uint16_t *all = malloc(65536 * sizeof *all);
+    float *ra = malloc(65539 * sizeof *ra), *rb = malloc(65539 * sizeof *rb);
+    for (uint32_t i = 0; i < 65536; i++)
+        all[i] = (uint16_t)i;
+    for (int t = 0; t < 2; t++) {
+        q_dequant_fn fast = k_dequant_fast(halves[t], true);
+        if (!fast)
+            continue;
+        for (int64_t len = 65533; len <= 65536; len++) { /* tails of 5, 6, 7 and 0 */
+            q_dtype_get(halves[t])->dequant_ref(all, ra, len);
+            fast(all, rb, len);
+            assert_memory_equal(ra, rb, (size_t)len * sizeof *ra);
+        }
+    }
+    free(all);
+    free(ra);
+    free(rb);
 }
 
 /* Apply variants: byte-identical blocks, with edge blocks mixed in. */
