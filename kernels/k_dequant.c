@@ -1,5 +1,5 @@
-/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q4_K and q5_K
- * dequantizers, installed by k_dequant_register as the types' fast
+/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q4_K, q5_K and
+ * q6_K dequantizers, installed by k_dequant_register as the types' fast
  * dequantizers (every row read, q_tensor_read_rows, goes through them).
  *
  * F16: vcvtph2ps is exact and quiets a NaN keeping its payload, as
@@ -37,6 +37,83 @@ __attribute__((target("avx2"))) static inline void kd_store32(float *dst, __m256
     for (int k = 0; k < 4; k++) {
         __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]));
         _mm256_storeu_ps(dst + 8 * k, _mm256_sub_ps(_mm256_mul_ps(vd, v), vm));
+    }
+}
+
+/* dst[0..16) = dl * q[l] - ml (sub = true) or dl * q[l] (sub = false) for 16
+ * levels held as signed bytes. */
+__attribute__((target("avx2"))) static inline void kd_store16(float *dst, __m128i q, float dl,
+                                                              float ml, bool sub)
+{
+    const __m256 vd = _mm256_set1_ps(dl), vm = _mm256_set1_ps(ml);
+    const __m128i parts[2] = {q, _mm_srli_si128(q, 8)};
+    for (int k = 0; k < 2; k++) {
+        __m256 v = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k])));
+        _mm256_storeu_ps(dst + 8 * k, sub ? _mm256_sub_ps(v, vm) : v);
+    }
+}
+
+/* q2_K: per 128 values 32 bytes of qs holding four 2-bit planes; each plane is
+ * two sub-blocks of 16 with a 4-bit scale and a 4-bit min. */
+__attribute__((target("avx2"))) static void kd_q2_k(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *b = src;
+    const __m256i three = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q2_K)) {
+        const float d = q_f16_to_f32((uint16_t)(b[offsetof(block_q2_K, d)] |
+                                                b[offsetof(block_q2_K, d) + 1] << 8));
+        const float dmin = q_f16_to_f32((uint16_t)(b[offsetof(block_q2_K, dmin)] |
+                                                   b[offsetof(block_q2_K, dmin) + 1] << 8));
+        const uint8_t *sc = b + offsetof(block_q2_K, scales);
+        const uint8_t *q = b + offsetof(block_q2_K, qs);
+        for (int half = 0; half < 2; half++, q += 32) {
+            __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)q);
+            for (int plane = 0; plane < 4; plane++, sc += 2, dst += 32) {
+                __m256i l = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * plane), three);
+                kd_store16(dst, _mm256_castsi256_si128(l), d * (float)(sc[0] & 0x0f),
+                           dmin * (float)(sc[0] >> 4), true);
+                kd_store16(dst + 16, _mm256_extracti128_si256(l, 1), d * (float)(sc[1] & 0x0f),
+                           dmin * (float)(sc[1] >> 4), true);
+            }
+        }
+    }
+}
+
+/* q6_K: per 128 values 64 bytes of low nibbles, 32 of high bit pairs and 8
+ * signed scales, one per 16 values; y = (d * scale) * (level - 32). */
+__attribute__((target("avx2"))) static void kd_q6_k(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *b = src;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+    const __m256i off = _mm256_set1_epi8(32);
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q6_K)) {
+        const float d = q_f16_to_f32((uint16_t)(b[offsetof(block_q6_K, d)] |
+                                                b[offsetof(block_q6_K, d) + 1] << 8));
+        const uint8_t *ql = b + offsetof(block_q6_K, ql);
+        const uint8_t *qh = b + offsetof(block_q6_K, qh);
+        const int8_t *sc = (const int8_t *)(b + offsetof(block_q6_K, scales));
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, dst += 128) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(const void *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(const void *)(ql + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)qh);
+            __m256i hb[4]; /* bits 2j..2j+1 of qh, moved to bits 4..5 */
+            for (int j = 0; j < 4; j++)
+                hb[j] = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * j), three),
+                                          4);
+            const __m256i lv[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, low4), hb[0]),
+                _mm256_or_si256(_mm256_and_si256(l1, low4), hb[1]),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), hb[2]),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), hb[3]),
+            };
+            for (int j = 0; j < 4; j++) { /* values 32j .. 32j + 31, scales 2j, 2j + 1 */
+                __m256i q = _mm256_sub_epi8(lv[j], off);
+                kd_store16(dst + 32 * j, _mm256_castsi256_si128(q), d * (float)sc[2 * j], 0.0f,
+                           false);
+                kd_store16(dst + 32 * j + 16, _mm256_extracti128_si256(q, 1),
+                           d * (float)sc[2 * j + 1], 0.0f, false);
+            }
+        }
     }
 }
 
@@ -125,10 +202,14 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
             return kd_f16;
         if (type == Q_DT_BF16)
             return kd_bf16;
+        if (type == Q_DT_Q2_K)
+            return kd_q2_k;
         if (type == Q_DT_Q4_K)
             return kd_q4_k;
         if (type == Q_DT_Q5_K)
             return kd_q5_k;
+        if (type == Q_DT_Q6_K)
+            return kd_q6_k;
     }
 #endif
     (void)type;
@@ -138,7 +219,8 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
 
 void k_dequant_register(void)
 {
-    static const uint32_t types[] = {Q_DT_F16, Q_DT_BF16, Q_DT_Q4_K, Q_DT_Q5_K};
+    static const uint32_t types[] = {Q_DT_F16,  Q_DT_BF16, Q_DT_Q2_K,
+                                     Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         q_dequant_fn fn = k_dequant_fast(types[i], true);
         if (fn)

@@ -23,6 +23,7 @@
 #include "k_dequant.h"
 #include "k_fused.h"
 #include "k_preview.h"
+#include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_format.h"
 #include "q_grid.h"
@@ -366,17 +367,17 @@ static void test_fq_rows(void **state)
     }
 }
 
-/* k_dequant_fast against q_dtype's reference dequantizers: q4_K and q5_K on
+/* k_dequant_fast against q_dtype's reference dequantizers: q2_K, q4_K, q5_K and q6_K on
  * random blocks (every field random, d and dmin finite f16), F16 and BF16 on
  * every bit pattern; bit by bit. */
 static void test_dequant_fast(void **state)
 {
     (void)state;
-    static const uint32_t types[] = {Q_DT_Q4_K, Q_DT_Q5_K};
+    static const uint32_t types[] = {Q_DT_Q2_K, Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K};
     const int64_t nblk = 512, n = nblk * 256;
     float *ya = malloc((size_t)n * sizeof *ya), *yb = malloc((size_t)n * sizeof *yb);
     rng_state = 0xd0;
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 4; t++) {
         q_dequant_fn fast = k_dequant_fast(types[t], true);
         if (!fast) {
             assert_false(k_cpu_get()->avx2); /* only a machine without AVX2 has none */
@@ -387,9 +388,14 @@ static void test_dequant_fast(void **state)
         uint8_t *blk = malloc(bs * (size_t)nblk);
         for (size_t i = 0; i < bs * (size_t)nblk; i++)
             blk[i] = (uint8_t)(rng() >> 24);
-        for (int64_t b = 0; b < nblk; b++) { /* d, dmin (bytes 0-3): exponent < 16, finite */
-            blk[(size_t)b * bs + 1] &= 0xbf;
-            blk[(size_t)b * bs + 3] &= 0xbf;
+        /* d (and dmin, which follows it where there is one): exponent < 16, finite */
+        const size_t doff = types[t] == Q_DT_Q2_K   ? offsetof(block_q2_K, d)
+                            : types[t] == Q_DT_Q6_K ? offsetof(block_q6_K, d)
+                                                    : 0;
+        for (int64_t b = 0; b < nblk; b++) {
+            blk[(size_t)b * bs + doff + 1] &= 0xbf;
+            if (types[t] != Q_DT_Q6_K)
+                blk[(size_t)b * bs + doff + 3] &= 0xbf;
         }
         q_dtype_get(types[t])->dequant_ref(blk, ya, n);
         fast(blk, yb, n);
