@@ -510,6 +510,21 @@ static q_status build_header(q_gguf_w *w, const q_model *m, const q_resolved *re
 
 /* Writes one tensor: rows in chunks; each chunk read, checked, quantized in
  * parallel into buf, then written in order. */
+/* Whether any of n values is NaN or Inf (exponent bits all set): integer
+ * operations, no early exit and `omp simd`, so the loop is vectorized (it runs
+ * over every value apply writes). */
+static bool any_nonfinite(const float *x, int64_t n)
+{
+    uint32_t any = 0;
+#pragma omp simd reduction(| : any)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+    }
+    return any != 0;
+}
+
 static q_status apply_tensor(const q_model *m, const q_tensor *t, const q_resolved *r,
                              q_gguf_w *w, FILE *fp, const q_job_opts *o, q_err *err)
 {
@@ -547,13 +562,14 @@ static q_status apply_tensor(const q_model *m, const q_tensor *t, const q_resolv
                 q_status s = (b > a && !src) ? Q_ENOMEM : Q_OK;
                 if (s == Q_OK && b > a)
                     s = read_out_rows(m, t, r0 + a, b - a, src, &lerr);
-                for (int64_t i = 0; s == Q_OK && i < (b - a) * t->cols; i++) {
-                    if (!isfinite(src[i])) {
-                        s = Q_EDATA;
+                if (s == Q_OK && any_nonfinite(src, (b - a) * t->cols)) {
+                    int64_t i = 0;
+                    while (isfinite(src[i]))
+                        i++;
+                    s = Q_EDATA;
 #pragma omp critical(q_apply_bad)
-                        if (bad_row < 0 || r0 + a + i / t->cols < bad_row)
-                            bad_row = r0 + a + i / t->cols;
-                    }
+                    if (bad_row < 0 || r0 + a + i / t->cols < bad_row)
+                        bad_row = r0 + a + i / t->cols;
                 }
                 for (int64_t row = a; s == Q_OK && row < b; row++) {
                     const float *x = src + (row - a) * t->cols;
