@@ -361,8 +361,8 @@ KF_AVX2 static inline __m256 kf_reduce8(const __m256 *v, bool is_max)
  * 1/d, levels outside the proven range, a zero extreme of q4_1/q5_1, or for
  * q4_0/q5_0 a maximum magnitude held by both signs, where the reference's scan
  * order decides) is redone by kf_block_q. */
-__attribute__((target("avx2,f16c"), always_inline)) static inline void
-kf_q8blocks(const kf_kind k, const float *x, float *y)
+__attribute__((target("avx2,f16c"), always_inline)) static inline int
+kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db, uint16_t *mb)
 {
     const __m256 sgn = _mm256_set1_ps(-0.0f);
     __m256 mx[8], mn[8];
@@ -407,14 +407,20 @@ kf_q8blocks(const kf_kind k, const float *x, float *y)
                               _mm256_cmp_ps(d, zero, _CMP_NEQ_OQ));
     __m256 aid = _mm256_andnot_ps(sgn, id);
     slow |= _mm256_movemask_ps(_mm256_cmp_ps(aid, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
-    __m256 dh = _mm256_cvtph_ps(_mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
-    __m256 mh = _mm256_cvtph_ps(_mm256_cvtps_ph(m, _MM_FROUND_TO_NEAREST_INT));
+    const __m128i dbits = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+    const __m128i mbits = _mm256_cvtps_ph(m, _MM_FROUND_TO_NEAREST_INT);
+    __m256 dh = _mm256_cvtph_ps(dbits), mh = _mm256_cvtph_ps(mbits);
+    if (L) {
+        _mm_storeu_si128((__m128i *)(void *)db, dbits);
+        _mm_storeu_si128((__m128i *)(void *)mb, mbits);
+    }
     for (int b = 0; b < 8; b++) {
         const __m256i lane = _mm256_set1_epi32(b);
         const __m256 vid = _mm256_permutevar8x32_ps(id, lane);
         const __m256 vdh = _mm256_permutevar8x32_ps(dh, lane);
         const float *xb = x + 32 * b;
-        float *yb = y + 32 * b;
+        float *yb = y ? y + 32 * b : NULL;
+        int32_t *Lb = L ? L + 32 * b : NULL;
         __m256 bad = zero;
         if (k == KF_Q8_0) {
             const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
@@ -428,7 +434,10 @@ kf_q8blocks(const kf_kind k, const float *x, float *y)
                 bad = _mm256_or_ps(bad, _mm256_or_ps(
                     _mm256_cmp_ps(r, _mm256_set1_ps(-127.0f), _CMP_NGE_UQ),
                     _mm256_cmp_ps(r, _mm256_set1_ps(127.5f), _CMP_NLT_UQ)));
-                _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_add_ps(r, zero), vdh));
+                if (L) /* r + 0 turns a -0 level into the +0 that an int8 holds */
+                    _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(r));
+                else
+                    _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_add_ps(r, zero), vdh));
             }
         } else if (k == KF_Q4_0 || k == KF_Q5_0) {
             const float hlf = k == KF_Q4_0 ? 8.0f : 16.0f;
@@ -441,7 +450,10 @@ kf_q8blocks(const kf_kind k, const float *x, float *y)
                     _mm256_cmp_ps(t, _mm256_set1_ps(128.0f), _CMP_NLT_UQ)));
                 __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
                                          top);
-                _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_sub_ps(l, vh), vdh));
+                if (L)
+                    _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(l));
+                else
+                    _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_sub_ps(l, vh), vdh));
             }
         } else {
             const __m256 vmn = _mm256_permutevar8x32_ps(m, lane);
@@ -456,16 +468,43 @@ kf_q8blocks(const kf_kind k, const float *x, float *y)
                                                      _mm256_cmp_ps(t, lim, _CMP_NLT_UQ)));
                 __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
                                          top);
-                _mm256_storeu_ps(yb + 8 * i, _mm256_add_ps(_mm256_mul_ps(l, vdh), vmh));
+                if (L)
+                    _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(l));
+                else
+                    _mm256_storeu_ps(yb + 8 * i, _mm256_add_ps(_mm256_mul_ps(l, vdh), vmh));
             }
         }
         if (_mm256_movemask_ps(bad))
             slow |= 1 << b;
     }
+    if (L)
+        return slow; /* the caller quantizes these blocks one by one */
     while (slow) {
         int b = __builtin_ctz((unsigned)slow);
         kf_block_q(k, x + 32 * b, y + 32 * b);
         slow &= slow - 1;
+    }
+    return 0;
+}
+
+/* kf_q8blocks for a kind known only at run time: one inlined copy per kind. */
+__attribute__((target("avx2,f16c"))) static int kf_q8blocks_any(kf_kind k, const float *x,
+                                                                 float *y, int32_t *L,
+                                                                 uint16_t *db, uint16_t *mb)
+{
+    switch (k) {
+    case KF_Q8_0:
+        return kf_q8blocks(KF_Q8_0, x, y, L, db, mb);
+    case KF_Q4_0:
+        return kf_q8blocks(KF_Q4_0, x, y, L, db, mb);
+    case KF_Q5_0:
+        return kf_q8blocks(KF_Q5_0, x, y, L, db, mb);
+    case KF_Q4_1:
+        return kf_q8blocks(KF_Q4_1, x, y, L, db, mb);
+    case KF_Q5_1:
+        return kf_q8blocks(KF_Q5_1, x, y, L, db, mb);
+    default:
+        return 0xff;
     }
 }
 
@@ -473,46 +512,106 @@ __attribute__((target("avx2,f16c"))) static void kf_row_q_avx2(kf_kind k, const 
                                                                 float *y, int64_t n)
 {
     int64_t b = 0;
-    for (; b + 256 <= n; b += 256) {
-        switch (k) { /* one inlined copy per kind */
-        case KF_Q8_0:
-            kf_q8blocks(KF_Q8_0, x + b, y + b);
-            break;
-        case KF_Q4_0:
-            kf_q8blocks(KF_Q4_0, x + b, y + b);
-            break;
-        case KF_Q5_0:
-            kf_q8blocks(KF_Q5_0, x + b, y + b);
-            break;
-        case KF_Q4_1:
-            kf_q8blocks(KF_Q4_1, x + b, y + b);
-            break;
-        case KF_Q5_1:
-            kf_q8blocks(KF_Q5_1, x + b, y + b);
-            break;
-        default:
-            break;
-        }
-    }
+    for (; b + 256 <= n; b += 256)
+        kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
     for (; b < n; b += 32)
         kf_block_q(k, x + b, y + b);
 }
 
-KF_AVX2 static size_t kf_quantize_avx2(kf_kind k, const float *src, void *dst, int64_t nrows,
-                                       int64_t n_per_row)
+/* One block for apply: the single-block SIMD form, else the reference. */
+KF_AVX2 static void kf_quantize_block(kf_kind k, const float *x, uint8_t *blk)
 {
     int32_t L[32];
+    uint16_t db = 0, mb = 0;
+    if (kf_levels_avx2(k, x, L, NULL, &db, &mb))
+        kf_pack(k, L, db, mb, blk);
+    else
+        kf_ref_of(k)(x, blk, 1, 32, NULL);
+}
+
+/* kf_pack with the 32 levels narrowed and packed in vector registers. */
+__attribute__((target("avx2"))) static void kf_pack_avx2(kf_kind k, const int32_t *L,
+                                                         uint16_t dbits, uint16_t mbits,
+                                                         uint8_t *blk)
+{
+    const __m256i *v = (const __m256i *)(const void *)L;
+    __m256i ab = _mm256_packs_epi32(_mm256_loadu_si256(v), _mm256_loadu_si256(v + 1));
+    __m256i cd = _mm256_packs_epi32(_mm256_loadu_si256(v + 2), _mm256_loadu_si256(v + 3));
+    /* bytes in order: packs works per 128-bit half, the permute undoes that */
+    __m256i q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
+                                            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (k == KF_Q8_0) {
+        kf_st16(blk + offsetof(block_q8_0, d), dbits);
+        _mm256_storeu_si256((__m256i *)(void *)(blk + offsetof(block_q8_0, qs)), q);
+        return;
+    }
+    size_t d_off, m_off = 0, qs_off, qh_off = 0; /* m_off, qh_off: 0 when absent */
+    switch (k) {
+    case KF_Q4_0:
+        d_off = offsetof(block_q4_0, d);
+        qs_off = offsetof(block_q4_0, qs);
+        break;
+    case KF_Q4_1:
+        d_off = offsetof(block_q4_1, d);
+        m_off = offsetof(block_q4_1, m);
+        qs_off = offsetof(block_q4_1, qs);
+        break;
+    case KF_Q5_0:
+        d_off = offsetof(block_q5_0, d);
+        qs_off = offsetof(block_q5_0, qs);
+        qh_off = offsetof(block_q5_0, qh);
+        break;
+    default:
+        d_off = offsetof(block_q5_1, d);
+        m_off = offsetof(block_q5_1, m);
+        qs_off = offsetof(block_q5_1, qs);
+        qh_off = offsetof(block_q5_1, qh);
+        break;
+    }
+    kf_st16(blk + d_off, dbits);
+    if (m_off)
+        kf_st16(blk + m_off, mbits);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i n = _mm256_and_si256(q, low4);
+    __m128i lo = _mm256_castsi256_si128(n), hi = _mm256_extracti128_si256(n, 1);
+    _mm_storeu_si128((__m128i *)(void *)(blk + qs_off), _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
+    if (qh_off) { /* bit j of qh: bit 4 of level j, moved to each byte's top bit */
+        uint32_t qh = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(q, 3));
+        blk[qh_off] = (uint8_t)qh;
+        blk[qh_off + 1] = (uint8_t)(qh >> 8);
+        blk[qh_off + 2] = (uint8_t)(qh >> 16);
+        blk[qh_off + 3] = (uint8_t)(qh >> 24);
+    }
+}
+
+/* Levels of eight consecutive blocks at once (kf_q8blocks); slow blocks one
+ * by one. */
+__attribute__((target("avx2,f16c"))) static void kf_quantize8(kf_kind k, const float *x,
+                                                               uint8_t *out, size_t bb)
+{
+    int32_t L[256];
+    uint16_t db[8], mb[8];
+    int slow = kf_q8blocks_any(k, x, NULL, L, db, mb);
+    for (int b = 0; b < 8; b++) {
+        if (slow & (1 << b))
+            kf_quantize_block(k, x + 32 * b, out + (size_t)b * bb);
+        else
+            kf_pack_avx2(k, L + 32 * b, db[b], mb[b], out + (size_t)b * bb);
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static size_t kf_quantize_avx2(kf_kind k, const float *src,
+                                                                     void *dst, int64_t nrows,
+                                                                     int64_t n_per_row)
+{
     const size_t bb = kf_block_bytes(k);
     const int64_t nb = nrows * (n_per_row / 32);
     uint8_t *out = dst;
-    for (int64_t b = 0; b < nb; b++) {
-        uint16_t db = 0, mb = 0;
-        uint8_t *blk = out + (size_t)b * bb;
-        if (kf_levels_avx2(k, src + 32 * b, L, NULL, &db, &mb))
-            kf_pack(k, L, db, mb, blk);
-        else
-            kf_ref_of(k)(src + 32 * b, blk, 1, 32, NULL);
-    }
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8)
+        kf_quantize8(k, src + 32 * b, out + (size_t)b * bb, bb);
+    for (; b < nb; b++)
+        kf_quantize_block(k, src + 32 * b, out + (size_t)b * bb);
     return (size_t)nb * bb;
 }
 
@@ -1051,7 +1150,7 @@ static size_t kf_quantize(kf_kind k, const float *src, void *dst, int64_t nrows,
     if ((imatrix && k != KF_Q8_0) || nrows < 0 || n_per_row <= 0 || n_per_row % 32 != 0)
         return ref(src, dst, nrows, n_per_row, imatrix);
 #if KF_X86
-    if (k_cpu_get()->avx2)
+    if (k_cpu_get()->avx2 && k_cpu_get()->f16c)
         return kf_quantize_avx2(k, src, dst, nrows, n_per_row);
 #endif
     return ref(src, dst, nrows, n_per_row, imatrix);

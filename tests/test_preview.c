@@ -429,45 +429,57 @@ static void test_dequant_fast(void **state)
 static void test_apply_variants(void **state)
 {
     (void)state;
-    const int64_t rows = 64, cols = 512;
-    float *x = gen(rows, cols, 0xabc);
-    for (int64_t c = 0; c < 32; c++) {
-        x[c] = 0.0f;
-        x[cols + c] = c % 2 ? -0.0f : 0.0f;
-        x[2 * cols + c] = 1e-41f * (float)c;
-        x[3 * cols + c] = (float)(c - 16) * 3e35f;
-        x[4 * cols + c] = (float)c * 0.5f; /* exact ties for several scales */
-        x[5 * cols + c] = (float)(c - 16) / 127.0f;
-        x[6 * cols + c] = 5.0f; /* constant block */
-        x[7 * cols + c] = -1.0f + (float)(c == 9);
-        /* q8_0 with d = 1 exactly: x * id are exact halves, roundf's ties */
-        x[8 * cols + c] = c == 31 ? 127.0f : (float)(c - 16) + 0.5f;
-        x[9 * cols + c] = c == 0 ? -127.0f : (float)(16 - c) - 0.5f;
-    }
-    float *im = gen(1, cols, 0x5);
-    for (int64_t c = 0; c < cols; c++)
-        im[c] = fabsf(im[c]) + 0.001f;
-    static const q_quant_fn fast[] = {k_quantize_q8_0, k_quantize_q4_0, k_quantize_q4_1,
-                                      k_quantize_q5_0, k_quantize_q5_1};
-    static const q_quant_fn ref[] = {q_quantize_q8_0, q_quantize_q4_0, q_quantize_q4_1,
-                                     q_quantize_q5_0, q_quantize_q5_1};
-    size_t cap = (size_t)(rows * cols) * 2;
-    uint8_t *a = malloc(cap), *b = malloc(cap);
-    assert_true(a && b);
-    for (int f = 0; f < 5; f++) {
-        for (int w = 0; w < 2; w++) {
-            memset(a, 0x55, cap);
-            memset(b, 0xaa, cap);
-            size_t na = fast[f](x, a, rows, cols, w ? im : NULL);
-            size_t nb = ref[f](x, b, rows, cols, w ? im : NULL);
-            assert_int_equal(na, nb);
-            assert_memory_equal(a, b, na);
+    /* 512 columns: batches of eight blocks; 5 x 96: 15 blocks, a batch and a tail */
+    static const int64_t shapes[2][2] = {{64, 512}, {5, 96}};
+    for (int sh = 0; sh < 2; sh++) {
+        const int64_t rows = shapes[sh][0], cols = shapes[sh][1];
+        float *x = gen(rows, cols, 0xabc);
+        for (int64_t c = 0; c < 32 && rows == 64; c++) {
+            x[c] = 0.0f;
+            x[cols + c] = c % 2 ? -0.0f : 0.0f;
+            x[2 * cols + c] = 1e-41f * (float)c;
+            x[3 * cols + c] = (float)(c - 16) * 3e35f;
+            x[4 * cols + c] = (float)c * 0.5f; /* exact ties for several scales */
+            x[5 * cols + c] = (float)(c - 16) / 127.0f;
+            x[6 * cols + c] = 5.0f; /* constant block */
+            x[7 * cols + c] = -1.0f + (float)(c == 9);
+            /* q8_0 with d = 1 exactly: x * id are exact halves, roundf's ties */
+            x[8 * cols + c] = c == 31 ? 127.0f : (float)(c - 16) + 0.5f;
+            x[9 * cols + c] = c == 0 ? -127.0f : (float)(16 - c) - 0.5f;
         }
+        for (int64_t c = 0; c + 32 <= cols && rows == 64; c += 32) {
+            x[10 * cols + c + 3] = (c / 32) % 2 ? 50.0f : -50.0f; /* ±max ties */
+            x[10 * cols + c + 20] = (c / 32) % 2 ? -50.0f : 50.0f;
+            for (int k = 0; k < 32; k++) {
+                x[11 * cols + c + k] = k == 7 ? 0.0f : fabsf(x[11 * cols + c + k]); /* min 0 */
+                x[12 * cols + c + k] = k == 5 ? -0.25f : 0.0f; /* one nonzero value */
+            }
+        }
+        float *im = gen(1, cols, 0x5);
+        for (int64_t c = 0; c < cols; c++)
+            im[c] = fabsf(im[c]) + 0.001f;
+        static const q_quant_fn fast[] = {k_quantize_q8_0, k_quantize_q4_0, k_quantize_q4_1,
+                                          k_quantize_q5_0, k_quantize_q5_1};
+        static const q_quant_fn ref[] = {q_quantize_q8_0, q_quantize_q4_0, q_quantize_q4_1,
+                                         q_quantize_q5_0, q_quantize_q5_1};
+        size_t cap = (size_t)(rows * cols) * 2;
+        uint8_t *a = malloc(cap), *b = malloc(cap);
+        assert_true(a && b);
+        for (int f = 0; f < 5; f++) {
+            for (int w = 0; w < 2; w++) {
+                memset(a, 0x55, cap);
+                memset(b, 0xaa, cap);
+                size_t na = fast[f](x, a, rows, cols, w ? im : NULL);
+                size_t nb = ref[f](x, b, rows, cols, w ? im : NULL);
+                assert_int_equal(na, nb);
+                assert_memory_equal(a, b, na);
+            }
+        }
+        free(a);
+        free(b);
+        free(x);
+        free(im);
     }
-    free(a);
-    free(b);
-    free(x);
-    free(im);
 }
 
 /* 1 vs 2 threads: the same bits. */
