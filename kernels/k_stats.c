@@ -124,7 +124,9 @@ __attribute__((target("avx2"))) static inline double hsum(__m256d v)
  * non-finite value poisons the fast sums, so a call that meets one (rare)
  * starts over on the scalar path. Inlined once per source type (type is a
  * constant in each caller), so the loop has no type test. Returns false when
- * the caller must redo the range with the scalar path. */
+ * the caller must redo the range with the scalar path. The sums stay in double:
+ * float partial sums per block, flushed to double, were measured 1.4× faster
+ * but put the mean of f16 data 2e-8·std off, twenty times the tested bound. */
 #define K_BLOCK 64
 __attribute__((target("avx2,fma,f16c"))) static inline bool
 add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float pivot, float thr)
