@@ -484,7 +484,12 @@ kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
         kf_block_q(k, x + 32 * b, y + 32 * b);
         slow &= slow - 1;
     }
-    return 0;
+    /* y is finite (x is) unless an f16 scale or minimum overflowed; slow
+     * blocks use the same f16 values */
+    const __m256 big = _mm256_set1_ps(FLT_MAX);
+    __m256 dbad = _mm256_cmp_ps(_mm256_andnot_ps(sgn, dh), big, _CMP_NLE_UQ);
+    __m256 mbad = _mm256_cmp_ps(_mm256_andnot_ps(sgn, mh), big, _CMP_NLE_UQ);
+    return _mm256_movemask_ps(_mm256_or_ps(dbad, mbad)) != 0;
 }
 
 /* kf_q8blocks for a kind known only at run time: one inlined copy per kind. */
@@ -508,14 +513,20 @@ __attribute__((target("avx2,f16c"))) static int kf_q8blocks_any(kf_kind k, const
     }
 }
 
-__attribute__((target("avx2,f16c"))) static void kf_row_q_avx2(kf_kind k, const float *x,
+/* Returns true when every value of y is known to be finite (x finite, no f16
+ * scale overflowed, no block left to the one-block path at the row's end). */
+__attribute__((target("avx2,f16c"))) static bool kf_row_q_avx2(kf_kind k, const float *x,
                                                                 float *y, int64_t n)
 {
     int64_t b = 0;
+    int maybe = 0;
     for (; b + 256 <= n; b += 256)
-        kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
-    for (; b < n; b += 32)
+        maybe |= kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
+    for (; b < n; b += 32) {
         kf_block_q(k, x + b, y + b);
+        maybe = 1;
+    }
+    return !maybe;
 }
 
 /* One block for apply: the single-block SIMD form, else the reference. */
@@ -1081,19 +1092,17 @@ KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n)
 
 /* ---- public entry points ---- */
 
-void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf)
+bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf)
 {
     const q_fmt_spec *s = &k->spec;
 #if KF_X86
     if (k->simd) {
         kf_kind kk = kf_kind_of(s->id);
-        if (kk != KF_NONE && (!search_w || kk == KF_Q8_0)) {
-            kf_row_q_avx2(kk, x, y, k->cols);
-            return;
-        }
+        if (kk != KF_NONE && (!search_w || kk == KF_Q8_0))
+            return kf_row_q_avx2(kk, x, y, k->cols);
         if (kf_grid_fast(s) && (!search_w || s->group < 0)) {
             kf_row_grid_avx2(k, x, y);
-            return;
+            return false;
         }
     }
 #endif
@@ -1103,13 +1112,14 @@ void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
     } else {
         q_grid_fakequant(s, x, y, 1, k->cols, search_w, &k->ctx);
     }
+    return false;
 }
 
 void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-               const float *iw, bool simd)
+               const float *iw, bool simd, bool y_finite)
 {
 #if KF_X86
-    if (simd && !kf_has_nan_avx2(y, n)) {
+    if (simd && (y_finite || !kf_has_nan_avx2(y, n))) {
         if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
             k_acc_flush(a, p);
         kf_acc_avx2(a, p, x, y, n, iw);

@@ -45,8 +45,9 @@ bool k_fq_has_fused(const q_fmt_spec *spec);
 
 /* y = dequant(quant(x)) for one row of k->cols finite values. search_w: the
  * importance weights given to the quantizer (wsearch) or NULL. qbuf: scratch of
- * k->row_bytes bytes (ggml formats). Thread safe. */
-void k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
+ * k->row_bytes bytes (ggml formats). Thread safe. Returns true when y is known
+ * to be finite (false: unknown). */
+bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
 
 /* Per-thread scratch of k_acc_row: histogram bins counted two at a time in a
  * table of 64 × 64 pairs. Zero-initialise it; it belongs to one accumulator
@@ -58,9 +59,10 @@ typedef struct k_acc_pairs {
 
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
  * to rounding in the last bits: SIMD sums in several lanes), the same maximum,
- * and the same histogram counts once k_acc_flush(a, p) has run. */
+ * and the same histogram counts once k_acc_flush(a, p) has run. y_finite: the
+ * caller knows y holds no NaN (k_fq_row said so), which spares a pass over y. */
 void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-               const float *iw, bool simd);
+               const float *iw, bool simd, bool y_finite);
 /* Folds the pair counts of p into a's histogram and empties p. */
 void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p);
 

@@ -125,8 +125,8 @@ static q_status kp_measure(const kp_job *j, kp_tls *s, int64_t r0, int64_t n, q_
             x = s->sbuf;
         }
         const float *w = kp_weights(j, r0 + i);
-        k_fq_row(&j->fq, x, s->ybuf, search ? w : NULL, s->qbuf);
-        k_acc_row(acc, s->pairs, x, s->ybuf, j->cols, w, j->simd);
+        bool finite = k_fq_row(&j->fq, x, s->ybuf, search ? w : NULL, s->qbuf);
+        k_acc_row(acc, s->pairs, x, s->ybuf, j->cols, w, j->simd, finite);
     }
     return Q_OK;
 }
