@@ -360,7 +360,12 @@ KF_AVX2 static inline __m256 kf_reduce8(const __m256 *v, bool is_max)
  * agree at every rounding boundary). A block whose checks fail (non-finite
  * 1/d, levels outside the proven range, a zero extreme of q4_1/q5_1, or for
  * q4_0/q5_0 a maximum magnitude held by both signs, where the reference's scan
- * order decides) is redone by kf_block_q. */
+ * order decides) is redone by kf_block_q.
+ * Two modes: L NULL, the dequantized values into y (slow blocks redone here),
+ * returning nonzero when an f16 scale or minimum overflowed (y may then hold
+ * NaN or Inf); L given, the integer levels into L and the f16 bits of d and m
+ * into db and mb, returning the mask of slow blocks for the caller to quantize
+ * one by one (apply). */
 __attribute__((target("avx2,f16c"), always_inline)) static inline int
 kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db, uint16_t *mb)
 {

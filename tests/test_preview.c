@@ -12,6 +12,11 @@
 
 #include <cmocka.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -425,6 +430,46 @@ static void test_dequant_fast(void **state)
     free(rb);
 }
 
+/* _mm_cvtps_ph (round to nearest even), used by the batched kernels for the f16
+ * scales, against q_f32_to_f16 next to every rounding boundary: each f16 value,
+ * each midpoint between neighbours and the floats one ulp either side, both
+ * signs, up to the overflow threshold and past it. */
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) static uint16_t f16c_round(float v)
+{
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+#endif
+
+static void test_f16c_rounding(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    if (!k_cpu_get()->f16c)
+        skip();
+    for (uint32_t h = 0; h < 0x7c00; h++) {
+        float a = q_f16_to_f32((uint16_t)h), b = q_f16_to_f32((uint16_t)(h + 1));
+        float mid = a + (b - a) / 2; /* exact: a and b are f16 values */
+        const float probes[] = {a, mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY),
+                                nextafterf(a, INFINITY), nextafterf(b, 0.0f)};
+        for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
+            for (int sgn = 0; sgn < 2; sgn++) {
+                float v = sgn ? -probes[i] : probes[i];
+                if (q_f32_to_f16(v) != f16c_round(v))
+                    print_error("f16 of %a: %04x vs %04x\n", (double)v, q_f32_to_f16(v),
+                                f16c_round(v));
+                assert_int_equal(q_f32_to_f16(v), f16c_round(v));
+            }
+        }
+    }
+    const float big[] = {65504.0f, 65519.99f, 65520.0f, 65536.0f, 1e9f, FLT_MAX, INFINITY};
+    for (size_t i = 0; i < sizeof big / sizeof *big; i++)
+        assert_int_equal(q_f32_to_f16(big[i]), f16c_round(big[i]));
+#else
+    skip();
+#endif
+}
+
 /* Apply variants: byte-identical blocks, with edge blocks mixed in. */
 static void test_apply_variants(void **state)
 {
@@ -647,6 +692,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
         cmocka_unit_test(test_fq_rows),       cmocka_unit_test(test_dequant_fast),
+        cmocka_unit_test(test_f16c_rounding),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
         cmocka_unit_test(test_estimate_band),   cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_init),
