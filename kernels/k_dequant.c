@@ -1,5 +1,5 @@
-/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q4_K, q5_K and
- * q6_K dequantizers, installed by k_dequant_register as the types' fast
+/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q4_K, q5_K,
+ * q6_K and iq4_NL dequantizers, installed by k_dequant_register as the types' fast
  * dequantizers (every row read, q_tensor_read_rows, goes through them).
  *
  * F16: vcvtph2ps is exact and quiets a NaN keeping its payload, as
@@ -117,6 +117,25 @@ __attribute__((target("avx2"))) static void kd_q6_k(const void *src, float *dst,
     }
 }
 
+/* iq4_NL: 32 values per block, y = d * values[q]; the 16 signed levels are
+ * looked up with a byte shuffle. */
+__attribute__((target("avx2"))) static void kd_iq4_nl(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *b = src;
+    const __m128i table = _mm_loadu_si128((const __m128i *)(const void *)q_iq4nl_values);
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    for (int64_t i = 0; i < n / QK4_NL; i++, b += sizeof(block_iq4_nl), dst += QK4_NL) {
+        const float d = q_f16_to_f32((uint16_t)(b[offsetof(block_iq4_nl, d)] |
+                                                b[offsetof(block_iq4_nl, d) + 1] << 8));
+        const uint8_t *qs = b + offsetof(block_iq4_nl, qs);
+        __m128i q = _mm_loadu_si128((const __m128i *)(const void *)qs);
+        __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(q, low4));
+        __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(q, 4), low4));
+        kd_store16(dst, lo, d, 0.0f, false); /* values 0..15: the low nibbles */
+        kd_store16(dst + 16, hi, d, 0.0f, false);
+    }
+}
+
 /* q4_K (with_high false) and q5_K: 8 sub-blocks of 32, scales/mins of 6 bits. */
 __attribute__((target("avx2"), always_inline)) static inline void
 kd_k45(const uint8_t *b, float *dst, const bool q5)
@@ -210,6 +229,8 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
             return kd_q5_k;
         if (type == Q_DT_Q6_K)
             return kd_q6_k;
+        if (type == Q_DT_IQ4_NL)
+            return kd_iq4_nl;
     }
 #endif
     (void)type;
@@ -220,7 +241,7 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
 void k_dequant_register(void)
 {
     static const uint32_t types[] = {Q_DT_F16,  Q_DT_BF16, Q_DT_Q2_K,
-                                     Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K};
+                                     Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         q_dequant_fn fn = k_dequant_fast(types[i], true);
         if (fn)

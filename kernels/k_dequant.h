@@ -1,4 +1,5 @@
-/* k_dequant.h — AVX2/F16C dequantizers (F16, BF16, q2_K, q4_K, q5_K, q6_K), bit for bit
+/* k_dequant.h — AVX2/F16C dequantizers (F16, BF16, q2_K, q4_K, q5_K, q6_K,
+ * iq4_NL), bit for bit
  * equal to q_dtype's references (the same float multiply, then subtract; no
  * FMA), installed as the types' fast dequantizers at start-up. */
 #ifndef K_DEQUANT_H
