@@ -794,12 +794,29 @@ KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const
         const __m256 tlo = _mm256_loadu_ps(kf_nf4_levels);
         const __m256 thi = _mm256_loadu_ps(kf_nf4_levels + 8);
         const __m256i seven = _mm256_set1_epi32(7);
+        /* index = midpoints below t: first against mids 3, 7, 11 (c = 0..3
+         * groups of four passed), then against the three inside group c */
+        float m16[16];
+        memcpy(m16, kf_nf4_mids, sizeof kf_nf4_mids);
+        m16[15] = INFINITY;
+        const __m256 mlo = _mm256_loadu_ps(m16), mhi = _mm256_loadu_ps(m16 + 8);
+        const __m256 m3 = _mm256_set1_ps(kf_nf4_mids[3]), m7 = _mm256_set1_ps(kf_nf4_mids[7]);
+        const __m256 m11 = _mm256_set1_ps(kf_nf4_mids[11]);
         for (; i + 8 <= n; i += 8) {
             __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
-            __m256i idx = _mm256_setzero_si256();
-            for (int k = 0; k < 15; k++) {
-                __m256 gt = _mm256_cmp_ps(t, _mm256_set1_ps(kf_nf4_mids[k]), _CMP_GT_OQ);
-                idx = _mm256_sub_epi32(idx, _mm256_castps_si256(gt));
+            __m256i g3 = _mm256_castps_si256(_mm256_cmp_ps(t, m3, _CMP_GT_OQ));
+            __m256i g7 = _mm256_castps_si256(_mm256_cmp_ps(t, m7, _CMP_GT_OQ));
+            __m256i g11 = _mm256_castps_si256(_mm256_cmp_ps(t, m11, _CMP_GT_OQ));
+            __m256i c = _mm256_sub_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), g3),
+                                         _mm256_add_epi32(g7, g11)); /* masks are -1 */
+            __m256i base = _mm256_slli_epi32(c, 2); /* 4c: mids 4c .. 4c + 2 to test */
+            __m256i idx = base;
+            const __m256 hisel = _mm256_castsi256_ps(_mm256_cmpgt_epi32(base, seven));
+            for (int k = 0; k < 3; k++) {
+                __m256i j = _mm256_add_epi32(base, _mm256_set1_epi32(k));
+                __m256 m = _mm256_blendv_ps(_mm256_permutevar8x32_ps(mlo, j),
+                                            _mm256_permutevar8x32_ps(mhi, j), hisel);
+                idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(t, m, _CMP_GT_OQ)));
             }
             __m256 vl = _mm256_permutevar8x32_ps(tlo, idx);
             __m256 vh = _mm256_permutevar8x32_ps(thi, idx);
