@@ -2,7 +2,8 @@
  *
  * Exactness. The AVX2 forms do, lane by lane, the float operations of the
  * scalar references in the same order and precision: separate multiplies and
- * adds (this file is compiled without FMA; -std=c11 disables contraction),
+ * adds (the quantizers are compiled for AVX2 without FMA, and -std=c11
+ * disables contraction),
  * divisions where the reference divides, 1/d computed once in scalar as the
  * reference does. roundf (half away from zero) is built from truncation: with
  * t = trunc(p), p - t is exact, and r = t + sign(p) when |p - t| >= 0.5.
@@ -10,9 +11,10 @@
  * outside those ranges (non-finite 1/d, levels past the cast's range) run the
  * scalar reference, so every block's values equal the reference's.
  *
- * Metrics: per row in double like q_metrics_add, the SIMD path summing in four
- * lanes (differences in the last bits only), the histogram bin of every error
- * computed with q_metrics' own formula so the counts are equal.
+ * Metrics: per row in double like q_metrics_add, the SIMD path summing with
+ * FMA in two sets of four lanes (differences in the last bits only); the
+ * histogram bin of every error equals q_metrics' (computed in float, values
+ * near a bin edge rebinned with its double formula), so the counts are equal.
  */
 #include "k_fused.h"
 
@@ -200,12 +202,73 @@ KF_AVX2 static float kf_hmin(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
-/* All lanes of v in [lo, hi)? */
-KF_AVX2 static bool kf_in(__m256 v, float lo, float hi)
+/* Levels of eight values v of one 32-block of kind k, as exact integers held
+ * in float lanes, with the reference's float operations in its order: q8_0
+ * roundf(v·id) (half away from zero, built from truncation); q4_0/q5_0
+ * min(trunc(v·id + hlf + ½), 2·hlf − 1); q4_1/q5_1 min(trunc((v − mn)·id + ½),
+ * top). Lanes outside the range where these equal the reference's integer
+ * casts (or NaN) are set in *bad. vmn is used by q4_1/q5_1 only. */
+KF_AVX2 __attribute__((always_inline)) static inline __m256
+kf_lev8(kf_kind k, __m256 v, __m256 vid, __m256 vmn, __m256 *bad)
 {
-    __m256 ok = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_set1_ps(lo), _CMP_GE_OQ),
-                              _mm256_cmp_ps(v, _mm256_set1_ps(hi), _CMP_LT_OQ));
-    return _mm256_movemask_ps(ok) == 0xff;
+    const __m256 sgn = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const int trunc = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    if (k == KF_Q8_0) {
+        __m256 p = _mm256_mul_ps(v, vid);
+        __m256 t = _mm256_round_ps(p, trunc);
+        __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
+        __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
+        __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), _mm256_set1_ps(1.0f)); /* ±1 */
+        __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, step));
+        *bad = _mm256_or_ps(*bad,
+                            _mm256_or_ps(_mm256_cmp_ps(r, _mm256_set1_ps(-127.0f), _CMP_NGE_UQ),
+                                         _mm256_cmp_ps(r, _mm256_set1_ps(127.5f), _CMP_NLT_UQ)));
+        return r;
+    }
+    __m256 t, lim, top;
+    if (k == KF_Q4_0 || k == KF_Q5_0) {
+        const float hlf = k == KF_Q4_0 ? 8.0f : 16.0f;
+        t = _mm256_add_ps(_mm256_mul_ps(v, vid), _mm256_set1_ps(hlf + 0.5f));
+        lim = _mm256_set1_ps(128.0f);
+        top = _mm256_set1_ps(2 * hlf - 1);
+    } else {
+        t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, vmn), vid), half);
+        lim = _mm256_set1_ps(k == KF_Q4_1 ? 128.0f : 32.0f);
+        top = _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
+    }
+    *bad = _mm256_or_ps(*bad, _mm256_or_ps(_mm256_cmp_ps(t, zero, _CMP_NGE_UQ),
+                                           _mm256_cmp_ps(t, lim, _CMP_NLT_UQ)));
+    return _mm256_min_ps(_mm256_round_ps(t, trunc), top);
+}
+
+/* Dequantized values of kf_lev8 levels l with the f16-rounded scale dh (and
+ * minimum mh, q4_1/q5_1): (l + 0)·dh, the + 0 turning a −0 level into the +0
+ * an int8 holds (q8_0); (l − hlf)·dh (q4_0/q5_0); l·dh + mh (q4_1/q5_1). */
+KF_AVX2 __attribute__((always_inline)) static inline __m256 kf_deq8(kf_kind k, __m256 l,
+                                                                    __m256 dh, __m256 mh)
+{
+    if (k == KF_Q8_0)
+        return _mm256_mul_ps(_mm256_add_ps(l, _mm256_setzero_ps()), dh);
+    if (k == KF_Q4_0 || k == KF_Q5_0)
+        return _mm256_mul_ps(_mm256_sub_ps(l, _mm256_set1_ps(k == KF_Q4_0 ? 8.0f : 16.0f)), dh);
+    return _mm256_add_ps(_mm256_mul_ps(l, dh), mh);
+}
+
+/* Stores eight levels (L) or their dequantized values (y); false when a lane
+ * was out of range (nothing stored). */
+KF_AVX2 __attribute__((always_inline)) static inline bool
+kf_put8(kf_kind k, __m256 v, __m256 vid, __m256 vmn, __m256 dh, __m256 mh, int32_t *L, float *y)
+{
+    __m256 bad = _mm256_setzero_ps();
+    __m256 l = kf_lev8(k, v, vid, vmn, &bad);
+    if (_mm256_movemask_ps(bad))
+        return false;
+    if (L)
+        _mm256_storeu_si256((__m256i *)(void *)L, _mm256_cvttps_epi32(l));
+    else
+        _mm256_storeu_ps(y, kf_deq8(k, l, dh, mh));
+    return true;
 }
 
 /* Levels of one 32-block of kind k (the reference's integer levels, before
@@ -230,24 +293,11 @@ KF_AVX2 static bool kf_levels_avx2(kf_kind k, const float *x, int32_t *L, float 
             const float id = d != 0 ? 1.0f / d : 0.0f;
             if (!(id <= FLT_MAX))
                 return false;
-            const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);
-            const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
             *dbits = q_f32_to_f16(d);
-            const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
-            for (int i = 0; i < 4; i++) {
-                __m256 p = _mm256_mul_ps(v[i], vid);
-                __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-                __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
-                __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
-                __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), one); /* ±1 */
-                __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, step));
-                if (!kf_in(r, -127.0f, 127.5f))
+            const __m256 vid = _mm256_set1_ps(id), dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
+            for (int i = 0; i < 4; i++)
+                if (!kf_put8(k, v[i], vid, vid, dh, dh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL))
                     return false;
-                if (L) /* r + 0 turns a -0 level into the +0 that an int8 holds */
-                    _mm256_storeu_si256((__m256i *)(void *)(L + 8 * i), _mm256_cvttps_epi32(r));
-                else
-                    _mm256_storeu_ps(y + 8 * i, _mm256_mul_ps(_mm256_add_ps(r, zero), dh));
-            }
             return true;
         }
         float max = 0.0f;
@@ -266,21 +316,11 @@ KF_AVX2 static bool kf_levels_avx2(kf_kind k, const float *x, int32_t *L, float 
         const float id = d != 0 ? 1.0f / d : 0.0f;
         if (!(id <= FLT_MAX && id >= -FLT_MAX))
             return false;
-        const __m256 vid = _mm256_set1_ps(id), off = _mm256_set1_ps((float)hlf + 0.5f);
-        const __m256 top = _mm256_set1_ps((float)(2 * hlf - 1)), vh = _mm256_set1_ps((float)hlf);
         *dbits = q_f32_to_f16(d);
-        const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
-        for (int i = 0; i < 4; i++) {
-            __m256 t = _mm256_add_ps(_mm256_mul_ps(v[i], vid), off);
-            if (!kf_in(t, 0.0f, 128.0f))
+        const __m256 vid = _mm256_set1_ps(id), dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
+        for (int i = 0; i < 4; i++)
+            if (!kf_put8(k, v[i], vid, vid, dh, dh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL))
                 return false;
-            __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
-                                     top);
-            if (L)
-                _mm256_storeu_si256((__m256i *)(void *)(L + 8 * i), _mm256_cvttps_epi32(l));
-            else
-                _mm256_storeu_ps(y + 8 * i, _mm256_mul_ps(_mm256_sub_ps(l, vh), dh));
-        }
         return true;
     }
     /* q4_1 / q5_1 */
@@ -302,24 +342,13 @@ KF_AVX2 static bool kf_levels_avx2(kf_kind k, const float *x, int32_t *L, float 
     if (!(id <= FLT_MAX))
         return false;
     const __m256 vid = _mm256_set1_ps(id), vmn = _mm256_set1_ps(mn);
-    const __m256 half = _mm256_set1_ps(0.5f);
-    const float lim = k == KF_Q4_1 ? 128.0f : 32.0f;
-    const __m256 top = _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
     *dbits = q_f32_to_f16(d);
     *mbits = q_f32_to_f16(mn);
     const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
     const __m256 mh = _mm256_set1_ps(q_f16_to_f32(*mbits));
-    for (int i = 0; i < 4; i++) {
-        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[i], vmn), vid), half);
-        if (!kf_in(t, 0.0f, lim))
+    for (int i = 0; i < 4; i++)
+        if (!kf_put8(k, v[i], vid, vmn, dh, mh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL))
             return false;
-        __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
-                                 top);
-        if (L)
-            _mm256_storeu_si256((__m256i *)(void *)(L + 8 * i), _mm256_cvttps_epi32(l));
-        else
-            _mm256_storeu_ps(y + 8 * i, _mm256_add_ps(_mm256_mul_ps(l, dh), mh));
-    }
     return true;
 }
 
@@ -426,58 +455,15 @@ kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
         const float *xb = x + 32 * b;
         float *yb = y ? y + 32 * b : NULL;
         int32_t *Lb = L ? L + 32 * b : NULL;
+        const __m256 vmn = k == KF_Q4_1 || k == KF_Q5_1 ? _mm256_permutevar8x32_ps(m, lane) : zero;
+        const __m256 vmh = k == KF_Q4_1 || k == KF_Q5_1 ? _mm256_permutevar8x32_ps(mh, lane) : zero;
         __m256 bad = zero;
-        if (k == KF_Q8_0) {
-            const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
-            for (int i = 0; i < 4; i++) {
-                __m256 p = _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), vid);
-                __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-                __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
-                __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
-                __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), one);
-                __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, step));
-                bad = _mm256_or_ps(bad, _mm256_or_ps(
-                    _mm256_cmp_ps(r, _mm256_set1_ps(-127.0f), _CMP_NGE_UQ),
-                    _mm256_cmp_ps(r, _mm256_set1_ps(127.5f), _CMP_NLT_UQ)));
-                if (L) /* r + 0 turns a -0 level into the +0 that an int8 holds */
-                    _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(r));
-                else
-                    _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_add_ps(r, zero), vdh));
-            }
-        } else if (k == KF_Q4_0 || k == KF_Q5_0) {
-            const float hlf = k == KF_Q4_0 ? 8.0f : 16.0f;
-            const __m256 off = _mm256_set1_ps(hlf + 0.5f), top = _mm256_set1_ps(2 * hlf - 1);
-            const __m256 vh = _mm256_set1_ps(hlf);
-            for (int i = 0; i < 4; i++) {
-                __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), vid), off);
-                bad = _mm256_or_ps(bad, _mm256_or_ps(
-                    _mm256_cmp_ps(t, zero, _CMP_NGE_UQ),
-                    _mm256_cmp_ps(t, _mm256_set1_ps(128.0f), _CMP_NLT_UQ)));
-                __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
-                                         top);
-                if (L)
-                    _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(l));
-                else
-                    _mm256_storeu_ps(yb + 8 * i, _mm256_mul_ps(_mm256_sub_ps(l, vh), vdh));
-            }
-        } else {
-            const __m256 vmn = _mm256_permutevar8x32_ps(m, lane);
-            const __m256 vmh = _mm256_permutevar8x32_ps(mh, lane);
-            const __m256 half = _mm256_set1_ps(0.5f);
-            const __m256 lim = _mm256_set1_ps(k == KF_Q4_1 ? 128.0f : 32.0f);
-            const __m256 top = _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
-            for (int i = 0; i < 4; i++) {
-                __m256 t = _mm256_add_ps(
-                    _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xb + 8 * i), vmn), vid), half);
-                bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(t, zero, _CMP_NGE_UQ),
-                                                     _mm256_cmp_ps(t, lim, _CMP_NLT_UQ)));
-                __m256 l = _mm256_min_ps(_mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC),
-                                         top);
-                if (L)
-                    _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(l));
-                else
-                    _mm256_storeu_ps(yb + 8 * i, _mm256_add_ps(_mm256_mul_ps(l, vdh), vmh));
-            }
+        for (int i = 0; i < 4; i++) {
+            __m256 l = kf_lev8(k, _mm256_loadu_ps(xb + 8 * i), vid, vmn, &bad);
+            if (L)
+                _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(l));
+            else
+                _mm256_storeu_ps(yb + 8 * i, kf_deq8(k, l, vdh, vmh));
         }
         if (_mm256_movemask_ps(bad))
             slow |= 1 << b;
