@@ -32,6 +32,7 @@
 #include <immintrin.h>
 #define KF_X86 1
 #define KF_AVX2 __attribute__((target("avx2")))
+#define KF_TRUNC (_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC) /* an immediate: a macro */
 #else
 #define KF_X86 0
 #endif
@@ -213,10 +214,9 @@ kf_lev8(kf_kind k, __m256 v, __m256 vid, __m256 vmn, __m256 *bad)
 {
     const __m256 sgn = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
     const __m256 half = _mm256_set1_ps(0.5f);
-    const int trunc = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
     if (k == KF_Q8_0) {
         __m256 p = _mm256_mul_ps(v, vid);
-        __m256 t = _mm256_round_ps(p, trunc);
+        __m256 t = _mm256_round_ps(p, KF_TRUNC);
         __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
         __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
         __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), _mm256_set1_ps(1.0f)); /* ±1 */
@@ -239,7 +239,7 @@ kf_lev8(kf_kind k, __m256 v, __m256 vid, __m256 vmn, __m256 *bad)
     }
     *bad = _mm256_or_ps(*bad, _mm256_or_ps(_mm256_cmp_ps(t, zero, _CMP_NGE_UQ),
                                            _mm256_cmp_ps(t, lim, _CMP_NLT_UQ)));
-    return _mm256_min_ps(_mm256_round_ps(t, trunc), top);
+    return _mm256_min_ps(_mm256_round_ps(t, KF_TRUNC), top);
 }
 
 /* Dequantized values of kf_lev8 levels l with the f16-rounded scale dh (and
