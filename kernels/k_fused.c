@@ -255,20 +255,15 @@ KF_AVX2 __attribute__((always_inline)) static inline __m256 kf_deq8(kf_kind k, _
     return _mm256_add_ps(_mm256_mul_ps(l, dh), mh);
 }
 
-/* Stores eight levels (L) or their dequantized values (y); false when a lane
- * was out of range (nothing stored). */
-KF_AVX2 __attribute__((always_inline)) static inline bool
-kf_put8(kf_kind k, __m256 v, __m256 vid, __m256 vmn, __m256 dh, __m256 mh, int32_t *L, float *y)
+/* Stores eight kf_lev8 levels l as int32 (L given) or their dequantized
+ * values (y). */
+KF_AVX2 __attribute__((always_inline)) static inline void
+kf_store8(kf_kind k, __m256 l, __m256 dh, __m256 mh, int32_t *L, float *y)
 {
-    __m256 bad = _mm256_setzero_ps();
-    __m256 l = kf_lev8(k, v, vid, vmn, &bad);
-    if (_mm256_movemask_ps(bad))
-        return false;
     if (L)
         _mm256_storeu_si256((__m256i *)(void *)L, _mm256_cvttps_epi32(l));
     else
         _mm256_storeu_ps(y, kf_deq8(k, l, dh, mh));
-    return true;
 }
 
 /* Levels of one 32-block of kind k (the reference's integer levels, before
@@ -280,75 +275,65 @@ KF_AVX2 static bool kf_levels_avx2(kf_kind k, const float *x, int32_t *L, float 
                                    uint16_t *dbits, uint16_t *mbits)
 {
     const __m256 sgn = _mm256_set1_ps(-0.0f);
+    const bool asym = k == KF_Q4_1 || k == KF_Q5_1;
     __m256 v[4];
     for (int i = 0; i < 4; i++)
         v[i] = _mm256_loadu_ps(x + 8 * i);
-    if (k == KF_Q8_0 || k == KF_Q4_0 || k == KF_Q5_0) {
+    float d, mn = 0.0f;
+    if (!asym) {
         __m256 a[4];
         for (int i = 0; i < 4; i++)
             a[i] = _mm256_andnot_ps(sgn, v[i]);
         float amax = kf_hmax(_mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3])));
         if (k == KF_Q8_0) {
-            const float d = amax / 127.0f;
-            const float id = d != 0 ? 1.0f / d : 0.0f;
-            if (!(id <= FLT_MAX))
-                return false;
-            *dbits = q_f32_to_f16(d);
-            const __m256 vid = _mm256_set1_ps(id), dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
-            for (int i = 0; i < 4; i++)
-                if (!kf_put8(k, v[i], vid, vid, dh, dh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL))
-                    return false;
-            return true;
-        }
-        float max = 0.0f;
-        if (amax > 0.0f) {
-            const __m256 am = _mm256_set1_ps(amax);
-            for (int i = 0; i < 4; i++) {
-                int m = _mm256_movemask_ps(_mm256_cmp_ps(a[i], am, _CMP_EQ_OQ));
-                if (m) {
-                    max = x[8 * i + __builtin_ctz((unsigned)m)];
-                    break;
+            d = amax / 127.0f;
+        } else {
+            float max = 0.0f;
+            if (amax > 0.0f) {
+                const __m256 am = _mm256_set1_ps(amax);
+                for (int i = 0; i < 4; i++) {
+                    int m = _mm256_movemask_ps(_mm256_cmp_ps(a[i], am, _CMP_EQ_OQ));
+                    if (m) {
+                        max = x[8 * i + __builtin_ctz((unsigned)m)];
+                        break;
+                    }
                 }
             }
+            d = max / (float)(k == KF_Q4_0 ? -8 : -16);
         }
-        const int hlf = k == KF_Q4_0 ? 8 : 16;
-        const float d = max / (float)(-hlf);
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        if (!(id <= FLT_MAX && id >= -FLT_MAX))
-            return false;
-        *dbits = q_f32_to_f16(d);
-        const __m256 vid = _mm256_set1_ps(id), dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
-        for (int i = 0; i < 4; i++)
-            if (!kf_put8(k, v[i], vid, vid, dh, dh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL))
-                return false;
-        return true;
-    }
-    /* q4_1 / q5_1 */
-    float mn = kf_hmin(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
-    float mx = kf_hmax(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
-    if (mn == 0.0f || mx == 0.0f) { /* the sign of a zero extreme: the reference's scan */
-        mn = FLT_MAX;
-        mx = -FLT_MAX;
-        for (int j = 0; j < 32; j++) {
-            if (x[j] < mn)
-                mn = x[j];
-            if (x[j] > mx)
-                mx = x[j];
+    } else {
+        mn = kf_hmin(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3])));
+        float mx = kf_hmax(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3])));
+        if (mn == 0.0f || mx == 0.0f) { /* the sign of a zero extreme: the reference's scan */
+            mn = FLT_MAX;
+            mx = -FLT_MAX;
+            for (int j = 0; j < 32; j++) {
+                if (x[j] < mn)
+                    mn = x[j];
+                if (x[j] > mx)
+                    mx = x[j];
+            }
         }
+        d = (mx - mn) / (float)(k == KF_Q4_1 ? 15 : 31);
     }
-    const int nlev = k == KF_Q4_1 ? 15 : 31;
-    const float d = (mx - mn) / (float)nlev;
     const float id = d != 0 ? 1.0f / d : 0.0f;
-    if (!(id <= FLT_MAX))
+    if (!(id <= FLT_MAX && id >= -FLT_MAX))
         return false;
-    const __m256 vid = _mm256_set1_ps(id), vmn = _mm256_set1_ps(mn);
     *dbits = q_f32_to_f16(d);
-    *mbits = q_f32_to_f16(mn);
+    const __m256 vid = _mm256_set1_ps(id), vmn = _mm256_set1_ps(mn);
     const __m256 dh = _mm256_set1_ps(q_f16_to_f32(*dbits));
-    const __m256 mh = _mm256_set1_ps(q_f16_to_f32(*mbits));
-    for (int i = 0; i < 4; i++)
-        if (!kf_put8(k, v[i], vid, vmn, dh, mh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL))
+    __m256 mh = _mm256_setzero_ps();
+    if (asym) {
+        *mbits = q_f32_to_f16(mn);
+        mh = _mm256_set1_ps(q_f16_to_f32(*mbits));
+    }
+    for (int i = 0; i < 4; i++) {
+        __m256 bad = _mm256_setzero_ps();
+        __m256 l = kf_lev8(k, v[i], vid, vmn, &bad);
+        if (_mm256_movemask_ps(bad))
             return false;
+        kf_store8(k, l, dh, mh, L ? L + 8 * i : NULL, y ? y + 8 * i : NULL);
+    }
     return true;
 }
 
@@ -460,10 +445,7 @@ kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
         __m256 bad = zero;
         for (int i = 0; i < 4; i++) {
             __m256 l = kf_lev8(k, _mm256_loadu_ps(xb + 8 * i), vid, vmn, &bad);
-            if (L)
-                _mm256_storeu_si256((__m256i *)(void *)(Lb + 8 * i), _mm256_cvttps_epi32(l));
-            else
-                _mm256_storeu_ps(yb + 8 * i, kf_deq8(k, l, vdh, vmh));
+            kf_store8(k, l, vdh, vmh, L ? Lb + 8 * i : NULL, yb ? yb + 8 * i : NULL);
         }
         if (_mm256_movemask_ps(bad))
             slow |= 1 << b;
