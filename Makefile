@@ -108,8 +108,15 @@ deps:
 	$(SUDO) apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 
 # ---- tests ----
+# Suites with SIMD paths run a second time capped at AVX2 on an AVX-512
+# machine, so both forms are checked against the scalar references.
+SIMD_TESTS := $(filter %/test_stats %/test_preview %/test_kquants_fast,$(TESTS))
+HAVE_AVX512 := $(shell grep -q 'avx512bw' /proc/cpuinfo 2>/dev/null && echo 1)
 unit: $(TESTS)
 	@set -e; for t in $(TESTS); do echo "== $$t"; QTUNE_MODELS=../shared/models $$t; done
+	@set -e; if [ -n "$(HAVE_AVX512)" ]; then for t in $(SIMD_TESTS); do \
+	    echo "== $$t (QTUNE_NO_AVX512=1)"; QTUNE_NO_AVX512=1 QTUNE_MODELS=../shared/models $$t; \
+	done; fi
 
 # Test tools (tests/tool_*.c): small programs on libqtune that scripts drive.
 tools: $(TOOLS)

@@ -42,7 +42,11 @@ static void detect(void)
     g_cpu.avx2 = b & (1u << 5);
     g_cpu.fma = fma;
     g_cpu.f16c = f16c;
-    g_cpu.avx512f = zmm && (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31));
+    /* leaf 7 EBX: 16 AVX512F, 17 AVX512DQ, 30 AVX512BW, 31 AVX512VL */
+    const unsigned need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
+    const char *no512 = getenv("QTUNE_NO_AVX512");
+    g_cpu.avx512 = zmm && g_cpu.avx2 && fma && f16c && (b & need) == need &&
+                   !(no512 && strcmp(no512, "0") != 0);
 #endif
 }
 

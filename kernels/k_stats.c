@@ -1,4 +1,5 @@
-/* k_stats.c — one-pass moment accumulation, scalar reference and AVX2/F16C. */
+/* k_stats.c — one-pass moment accumulation: scalar reference, AVX2/F16C and
+ * AVX-512 forms. */
 #include "k_stats.h"
 
 #include <math.h>
@@ -175,27 +176,105 @@ add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float 
     return true;
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void add_avx2(k_moments *m, const void *src,
+/* One inlined copy of the body per source type. */
+__attribute__((target("avx2,fma,f16c"))) static bool add_avx2(k_moments *m, const void *src,
                                                                k_src type, int64_t n,
                                                                float pivot, float thr)
 {
-    k_moments save = *m;
-    bool ok = true;
-    switch (type) {
-    case K_SRC_F16:
-        ok = add_avx2_body(m, src, K_SRC_F16, n, pivot, thr);
-        break;
-    case K_SRC_BF16:
-        ok = add_avx2_body(m, src, K_SRC_BF16, n, pivot, thr);
-        break;
-    case K_SRC_F32:
-        ok = add_avx2_body(m, src, K_SRC_F32, n, pivot, thr);
-        break;
+    if (type == K_SRC_F16)
+        return add_avx2_body(m, src, K_SRC_F16, n, pivot, thr);
+    if (type == K_SRC_BF16)
+        return add_avx2_body(m, src, K_SRC_BF16, n, pivot, thr);
+    return add_avx2_body(m, src, K_SRC_F32, n, pivot, thr);
+}
+
+/* ---- AVX-512: the AVX2 form at twice the width ---- */
+#define K_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+
+/* Loads 16 elements of src at i as floats. */
+K_AVX512 static inline __m512 load16(const void *src, k_src type, int64_t i)
+{
+    if (type == K_SRC_F32)
+        return _mm512_loadu_ps((const float *)src + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)src + i));
+    if (type == K_SRC_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+typedef struct acc8 {
+    __m512d s1, s2, s3, s4;
+} acc8;
+
+K_AVX512 static inline void acc8_add(acc8 *a, __m512d d)
+{
+    __m512d d2 = _mm512_mul_pd(d, d);
+    a->s1 = _mm512_add_pd(a->s1, d);
+    a->s2 = _mm512_add_pd(a->s2, d2);
+    a->s3 = _mm512_fmadd_pd(d2, d, a->s3);
+    a->s4 = _mm512_fmadd_pd(d2, d2, a->s4);
+}
+
+K_AVX512 static inline double hsum8(__m512d v)
+{
+    double t[8];
+    _mm512_storeu_pd(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
+/* add_avx2_body with 16 values per step: the far-from-pivot test writes a
+ * mask register directly, the two 8-wide double halves go to two sets of
+ * accumulators; the same candidates in the same order, the same fallback. */
+K_AVX512 static inline bool add_avx512_body(k_moments *m, const void *src, const k_src type,
+                                            int64_t n, float pivot, float thr)
+{
+    const __m512 vpivot = _mm512_set1_ps(pivot), vthr = _mm512_set1_ps(thr);
+    const __m512d dpivot = _mm512_set1_pd((double)pivot);
+    const __m512d zero = _mm512_setzero_pd();
+    acc8 a = {zero, zero, zero, zero}, b = a;
+    __m512 vmin = _mm512_set1_ps(INFINITY), vmax = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + K_BLOCK <= n; i += K_BLOCK) {
+        uint64_t far = 0;
+#pragma GCC unroll 4
+        for (int k = 0; k < K_BLOCK; k += 16) {
+            __m512 x = load16(src, type, i + k);
+            vmin = _mm512_min_ps(x, vmin); /* a NaN x keeps vmin */
+            vmax = _mm512_max_ps(x, vmax);
+            __m512 adx = _mm512_abs_ps(_mm512_sub_ps(x, vpivot));
+            far |= (uint64_t)_mm512_cmp_ps_mask(adx, vthr, _CMP_NLE_UQ) << k;
+            acc8_add(&a, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), dpivot));
+            acc8_add(&b, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)), dpivot));
+        }
+        while (__builtin_expect(far != 0, 0)) {
+            float x = src_at(src, type, i + __builtin_ctzll(far));
+            if (!isfinite(x))
+                return false;
+            if (fabsf(x - pivot) > thr)
+                add_cand(m, x);
+            far &= far - 1;
+        }
     }
-    if (!ok) { /* a NaN or Inf: the scalar path classifies it */
-        *m = save;
-        add_scalar(m, src, type, 0, n, pivot, thr);
-    }
+    m->s1 += hsum8(_mm512_add_pd(a.s1, b.s1));
+    m->s2 += hsum8(_mm512_add_pd(a.s2, b.s2));
+    m->s3 += hsum8(_mm512_add_pd(a.s3, b.s3));
+    m->s4 += hsum8(_mm512_add_pd(a.s4, b.s4));
+    float lo = _mm512_reduce_min_ps(vmin), hi = _mm512_reduce_max_ps(vmax);
+    m->min = lo < m->min ? lo : m->min;
+    m->max = hi > m->max ? hi : m->max;
+    m->n += i;
+    add_scalar(m, src, type, i, n - i, pivot, thr);
+    return true;
+}
+
+K_AVX512 static bool add_avx512(k_moments *m, const void *src, k_src type, int64_t n,
+                                float pivot, float thr)
+{
+    if (type == K_SRC_F16)
+        return add_avx512_body(m, src, K_SRC_F16, n, pivot, thr);
+    if (type == K_SRC_BF16)
+        return add_avx512_body(m, src, K_SRC_BF16, n, pivot, thr);
+    return add_avx512_body(m, src, K_SRC_F32, n, pivot, thr);
 }
 
 static bool have_avx2(void)
@@ -208,6 +287,8 @@ static bool have_avx2(void)
 const char *k_stats_path(void)
 {
 #if K_X86
+    if (!g_force_scalar && k_cpu_get()->avx512)
+        return "avx512";
     if (!g_force_scalar && have_avx2())
         return "avx2";
 #endif
@@ -217,9 +298,12 @@ const char *k_stats_path(void)
 void k_moments_add(k_moments *m, const void *src, k_src type, int64_t n, float pivot, float thr)
 {
 #if K_X86
-    if (!g_force_scalar && have_avx2()) {
-        add_avx2(m, src, type, n, pivot, thr);
-        return;
+    const bool wide = k_cpu_get()->avx512;
+    if (!g_force_scalar && (wide || have_avx2())) {
+        k_moments save = *m;
+        if (wide ? add_avx512(m, src, type, n, pivot, thr) : add_avx2(m, src, type, n, pivot, thr))
+            return;
+        *m = save; /* a NaN or Inf: the scalar path classifies it */
     }
 #endif
     add_scalar(m, src, type, 0, n, pivot, thr);

@@ -36,7 +36,8 @@ void k_moments_add(k_moments *m, const void *src, k_src type, int64_t n, float p
 /* Adds the sums of b into a (candidates are not merged). */
 void k_moments_merge(k_moments *a, const k_moments *b);
 
-/* Name of the path k_moments_add uses on this machine ("avx2" or "scalar"). */
+/* Name of the path k_moments_add uses on this machine ("avx512", "avx2" or
+ * "scalar"). */
 const char *k_stats_path(void);
 /* Forces the scalar path (for tests and benchmarks); false restores automatic. */
 void k_stats_force_scalar(bool on);

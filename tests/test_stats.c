@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "an_stats.h"
+#include "k_cpu.h"
 #include "k_stats.h"
 #include "q_dtype.h"
 
@@ -344,6 +345,24 @@ static void test_unreadable(void **state)
     assert_non_null(strstr(err.msg, "IQ2_XXS"));
 }
 
+/* The widest path this CPU (as capped by QTUNE_NO_AVX512/QTUNE_NO_SIMD) has
+ * is the one taken, so the suite checks it. */
+static void test_path(void **state)
+{
+    (void)state;
+    const k_cpu *cpu = k_cpu_get();
+    const char *want = cpu->avx512                         ? "avx512"
+                       : cpu->avx2 && cpu->fma && cpu->f16c ? "avx2"
+                                                            : "scalar";
+    assert_string_equal(k_stats_path(), want);
+    k_stats_force_scalar(true);
+    assert_string_equal(k_stats_path(), "scalar");
+    k_stats_force_scalar(false);
+    const char *no512 = getenv("QTUNE_NO_AVX512");
+    if (no512 && strcmp(no512, "0") != 0)
+        assert_false(cpu->avx512);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_nonfinite),         cmocka_unit_test(test_constant_and_zero),
         cmocka_unit_test(test_second_pass),       cmocka_unit_test(test_f16_bf16),
         cmocka_unit_test(test_unreadable),        cmocka_unit_test(test_moments_paths),
+        cmocka_unit_test(test_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
