@@ -32,6 +32,7 @@
 #include <immintrin.h>
 #define KF_X86 1
 #define KF_AVX2 __attribute__((target("avx2")))
+#define KF_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 #define KF_TRUNC (_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC) /* an immediate: a macro */
 #else
 #define KF_X86 0
@@ -126,6 +127,7 @@ q_status k_fq_init(k_fq *k, const q_fmt_spec *spec, int64_t cols, bool force_sca
                       k->fmt->name, (long long)k->fmt->blck, (long long)cols);
     const k_cpu *cpu = k_cpu_get();
     k->simd = !force_scalar && KF_X86 && cpu->avx2 && cpu->fma && cpu->f16c;
+    k->wide = k->simd && cpu->avx512;
     k->fused = k_fq_has_fused(spec);
     if (k->fmt->ggml_type >= 0)
         k->row_bytes = (size_t)q_dtype_bytes((uint32_t)k->fmt->ggml_type, cols);
@@ -365,6 +367,65 @@ KF_AVX2 static inline __m256 kf_reduce8(const __m256 *v, bool is_max)
     return is_max ? _mm256_max_ps(lo, hi) : _mm256_min_ps(lo, hi);
 }
 
+/* Per-block scalars of eight 32-blocks of kind k, lane b for block b, from
+ * the blocks' maxima and minima (q8_0: maximum magnitudes in vmax): d, 1/d
+ * (0 where d is 0), the minimum m (q4_1/q5_1, else 0) and the f16 bits and
+ * values of d and m. */
+typedef struct kf_par8 {
+    __m256 id, m, dh, mh;
+    __m128i dbits, mbits;
+} kf_par8;
+
+/* Fills p; returns the mask of blocks the one-block path must redo (see
+ * kf_q8blocks). */
+__attribute__((target("avx2,f16c"), always_inline)) static inline int
+kf_params8(const kf_kind k, __m256 vmax, __m256 vmin, kf_par8 *p)
+{
+    const __m256 sgn = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    int slow = 0; /* blocks to redo, one bit each */
+    __m256 d, m = zero;
+    if (k == KF_Q8_0) {
+        d = _mm256_div_ps(vmax, _mm256_set1_ps(127.0f));
+    } else if (k == KF_Q4_0 || k == KF_Q5_0) {
+        __m256 nmin = _mm256_sub_ps(zero, vmin);
+        __m256 pos = _mm256_cmp_ps(vmax, nmin, _CMP_GT_OQ);
+        __m256 tie = _mm256_and_ps(_mm256_cmp_ps(vmax, nmin, _CMP_EQ_OQ),
+                                   _mm256_cmp_ps(vmax, zero, _CMP_NEQ_OQ));
+        slow |= _mm256_movemask_ps(tie);
+        /* max|x| held by the positive maximum, else by the minimum; 0 when all
+         * are zero (the reference's max stays 0.0f) */
+        __m256 ext = _mm256_blendv_ps(vmin, vmax, pos);
+        ext = _mm256_and_ps(ext, _mm256_cmp_ps(_mm256_max_ps(vmax, nmin), zero, _CMP_GT_OQ));
+        d = _mm256_div_ps(ext, _mm256_set1_ps(k == KF_Q4_0 ? -8.0f : -16.0f));
+    } else {
+        slow |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(vmin, zero, _CMP_EQ_OQ),
+                                                _mm256_cmp_ps(vmax, zero, _CMP_EQ_OQ)));
+        d = _mm256_div_ps(_mm256_sub_ps(vmax, vmin), _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 31.0f));
+        m = vmin;
+    }
+    __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d),
+                              _mm256_cmp_ps(d, zero, _CMP_NEQ_OQ));
+    __m256 aid = _mm256_andnot_ps(sgn, id);
+    slow |= _mm256_movemask_ps(_mm256_cmp_ps(aid, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
+    p->id = id;
+    p->m = m;
+    p->dbits = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+    p->mbits = _mm256_cvtps_ph(m, _MM_FROUND_TO_NEAREST_INT);
+    p->dh = _mm256_cvtph_ps(p->dbits);
+    p->mh = _mm256_cvtph_ps(p->mbits);
+    return slow;
+}
+
+/* Nonzero when an f16 scale or minimum of p overflowed (the dequantized
+ * values of its block may then be NaN or Inf). */
+__attribute__((target("avx2"), always_inline)) static inline int kf_f16_overflow8(const kf_par8 *p)
+{
+    const __m256 sgn = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
+    __m256 dbad = _mm256_cmp_ps(_mm256_andnot_ps(sgn, p->dh), big, _CMP_NLE_UQ);
+    __m256 mbad = _mm256_cmp_ps(_mm256_andnot_ps(sgn, p->mh), big, _CMP_NLE_UQ);
+    return _mm256_movemask_ps(_mm256_or_ps(dbad, mbad)) != 0;
+}
+
 /* Eight 32-blocks of kind k at once: the per-block scalars (extremes, d, 1/d,
  * the f16 round trips) are computed for the eight blocks in the lanes of one
  * vector, so no block waits on its own chain of reductions, divisions and
@@ -401,37 +462,12 @@ kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
     __m256 vmax = kf_reduce8(mx, true);
     __m256 vmin = k == KF_Q8_0 ? vmax : kf_reduce8(mn, false);
     const __m256 zero = _mm256_setzero_ps();
-    int slow = 0; /* blocks to redo, one bit each */
-    __m256 d, m = zero;
-    if (k == KF_Q8_0) {
-        d = _mm256_div_ps(vmax, _mm256_set1_ps(127.0f));
-    } else if (k == KF_Q4_0 || k == KF_Q5_0) {
-        __m256 nmin = _mm256_sub_ps(zero, vmin);
-        __m256 pos = _mm256_cmp_ps(vmax, nmin, _CMP_GT_OQ);
-        __m256 tie = _mm256_and_ps(_mm256_cmp_ps(vmax, nmin, _CMP_EQ_OQ),
-                                   _mm256_cmp_ps(vmax, zero, _CMP_NEQ_OQ));
-        slow |= _mm256_movemask_ps(tie);
-        /* max|x| held by the positive maximum, else by the minimum; 0 when all
-         * are zero (the reference's max stays 0.0f) */
-        __m256 ext = _mm256_blendv_ps(vmin, vmax, pos);
-        ext = _mm256_and_ps(ext, _mm256_cmp_ps(_mm256_max_ps(vmax, nmin), zero, _CMP_GT_OQ));
-        d = _mm256_div_ps(ext, _mm256_set1_ps(k == KF_Q4_0 ? -8.0f : -16.0f));
-    } else {
-        slow |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(vmin, zero, _CMP_EQ_OQ),
-                                                _mm256_cmp_ps(vmax, zero, _CMP_EQ_OQ)));
-        d = _mm256_div_ps(_mm256_sub_ps(vmax, vmin), _mm256_set1_ps(k == KF_Q4_1 ? 15.0f : 31.0f));
-        m = vmin;
-    }
-    __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d),
-                              _mm256_cmp_ps(d, zero, _CMP_NEQ_OQ));
-    __m256 aid = _mm256_andnot_ps(sgn, id);
-    slow |= _mm256_movemask_ps(_mm256_cmp_ps(aid, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
-    const __m128i dbits = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
-    const __m128i mbits = _mm256_cvtps_ph(m, _MM_FROUND_TO_NEAREST_INT);
-    __m256 dh = _mm256_cvtph_ps(dbits), mh = _mm256_cvtph_ps(mbits);
+    kf_par8 par;
+    int slow = kf_params8(k, vmax, vmin, &par);
+    const __m256 id = par.id, m = par.m, dh = par.dh, mh = par.mh;
     if (L) {
-        _mm_storeu_si128((__m128i *)(void *)db, dbits);
-        _mm_storeu_si128((__m128i *)(void *)mb, mbits);
+        _mm_storeu_si128((__m128i *)(void *)db, par.dbits);
+        _mm_storeu_si128((__m128i *)(void *)mb, par.mbits);
     }
     for (int b = 0; b < 8; b++) {
         const __m256i lane = _mm256_set1_epi32(b);
@@ -459,10 +495,7 @@ kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
     }
     /* y is finite (x is) unless an f16 scale or minimum overflowed; slow
      * blocks use the same f16 values */
-    const __m256 big = _mm256_set1_ps(FLT_MAX);
-    __m256 dbad = _mm256_cmp_ps(_mm256_andnot_ps(sgn, dh), big, _CMP_NLE_UQ);
-    __m256 mbad = _mm256_cmp_ps(_mm256_andnot_ps(sgn, mh), big, _CMP_NLE_UQ);
-    return _mm256_movemask_ps(_mm256_or_ps(dbad, mbad)) != 0;
+    return kf_f16_overflow8(&par);
 }
 
 /* kf_q8blocks for a kind known only at run time: one inlined copy per kind. */
@@ -486,15 +519,20 @@ __attribute__((target("avx2,f16c"))) static int kf_q8blocks_any(kf_kind k, const
     }
 }
 
+KF_AVX512 static int kf_q8blocks_any_512(kf_kind k, const float *x, float *y, int32_t *L,
+                                         uint16_t *db, uint16_t *mb);
+
 /* Returns true when every value of y is known to be finite (x finite, no f16
- * scale overflowed, no block left to the one-block path at the row's end). */
+ * scale overflowed, no block left to the one-block path at the row's end).
+ * wide: eight blocks at a time on the AVX-512 form. */
 __attribute__((target("avx2,f16c"))) static bool kf_row_q_avx2(kf_kind k, const float *x,
-                                                                float *y, int64_t n)
+                                                                float *y, int64_t n, bool wide)
 {
     int64_t b = 0;
     int maybe = 0;
     for (; b + 256 <= n; b += 256)
-        maybe |= kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
+        maybe |= wide ? kf_q8blocks_any_512(k, x + b, y + b, NULL, NULL, NULL)
+                      : kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
     for (; b < n; b += 32) {
         kf_block_q(k, x + b, y + b);
         maybe = 1;
@@ -571,11 +609,12 @@ __attribute__((target("avx2"))) static void kf_pack_avx2(kf_kind k, const int32_
 /* Levels of eight consecutive blocks at once (kf_q8blocks); slow blocks one
  * by one. */
 __attribute__((target("avx2,f16c"))) static void kf_quantize8(kf_kind k, const float *x,
-                                                               uint8_t *out, size_t bb)
+                                                               uint8_t *out, size_t bb, bool wide)
 {
     int32_t L[256];
     uint16_t db[8], mb[8];
-    int slow = kf_q8blocks_any(k, x, NULL, L, db, mb);
+    int slow = wide ? kf_q8blocks_any_512(k, x, NULL, L, db, mb)
+                    : kf_q8blocks_any(k, x, NULL, L, db, mb);
     for (int b = 0; b < 8; b++) {
         if (slow & (1 << b))
             kf_quantize_block(k, x + 32 * b, out + (size_t)b * bb);
@@ -586,14 +625,14 @@ __attribute__((target("avx2,f16c"))) static void kf_quantize8(kf_kind k, const f
 
 __attribute__((target("avx2,f16c"))) static size_t kf_quantize_avx2(kf_kind k, const float *src,
                                                                      void *dst, int64_t nrows,
-                                                                     int64_t n_per_row)
+                                                                     int64_t n_per_row, bool wide)
 {
     const size_t bb = kf_block_bytes(k);
     const int64_t nb = nrows * (n_per_row / 32);
     uint8_t *out = dst;
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8)
-        kf_quantize8(k, src + 32 * b, out + (size_t)b * bb, bb);
+        kf_quantize8(k, src + 32 * b, out + (size_t)b * bb, bb, wide);
     for (; b < nb; b++)
         kf_quantize_block(k, src + 32 * b, out + (size_t)b * bb);
     return (size_t)nb * bb;
@@ -697,6 +736,20 @@ static float kf_grid_one(const kf_grid *g, const kf_gpar *p, float x)
     return kf_nf4_levels[i] * p->s;
 }
 
+/* The range of a group from the lane extremes l, h of its first i values. */
+static void kf_range_finish(const float *x, int64_t i, int64_t n, float l, float h, float *lo,
+                            float *hi)
+{
+    for (; i < n; i++) {
+        l = fminf(l, x[i]);
+        h = fmaxf(h, x[i]);
+    }
+    if (l > h)
+        l = h = 0.0f;
+    *lo = l;
+    *hi = h;
+}
+
 KF_AVX2 static void kf_range_avx2(const float *x, int64_t n, float *lo, float *hi)
 {
     __m256 a = _mm256_set1_ps(INFINITY), b = _mm256_set1_ps(-INFINITY);
@@ -706,15 +759,7 @@ KF_AVX2 static void kf_range_avx2(const float *x, int64_t n, float *lo, float *h
         a = _mm256_min_ps(a, v);
         b = _mm256_max_ps(b, v);
     }
-    float l = kf_hmin(a), h = kf_hmax(b);
-    for (; i < n; i++) {
-        l = fminf(l, x[i]);
-        h = fmaxf(h, x[i]);
-    }
-    if (l > h)
-        l = h = 0.0f;
-    *lo = l;
-    *hi = h;
+    kf_range_finish(x, i, n, kf_hmin(a), kf_hmax(b), lo, hi);
 }
 
 KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const float *x,
@@ -815,26 +860,6 @@ static void kf_grid_setup(const q_fmt_spec *spec, kf_grid *g)
         g->mbits = 2;
         g->emin = -14;
         g->fmax = 57344.0f;
-    }
-}
-
-KF_AVX2 static void kf_row_grid_avx2(const k_fq *k, const float *x, float *y)
-{
-    kf_grid g;
-    kf_grid_setup(&k->spec, &g);
-    const int64_t n = k->cols;
-    if (k->spec.group < 0) { /* one scale for the tensor */
-        kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);
-        kf_grid_apply_avx2(&g, &p, x, y, n);
-        return;
-    }
-    const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
-    for (int64_t c = 0; c < n; c += gs) {
-        int64_t len = n - c < gs ? n - c : gs;
-        float lo, hi;
-        kf_range_avx2(x + c, len, &lo, &hi);
-        kf_gpar p = kf_grid_params(&g, lo, hi);
-        kf_grid_apply_avx2(&g, &p, x + c, y + c, len);
     }
 }
 
@@ -939,7 +964,11 @@ __attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc
                                    _mm256_cmp_ps(f, hi_edge, _CMP_GT_OQ));
         t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), fcap);
         __m256i bv = _mm256_cvttps_epi32(t);
-        int nm = _mm256_movemask_ps(near);
+        /* e = 0 (x on a grid point: nf4's and fp8's group maxima) is the
+         * middle bin exactly, (0 + r) / 2r · 64 = 32, not worth a rebin */
+        __m256 same = _mm256_cmp_ps(yf, xf, _CMP_EQ_OQ);
+        bv = _mm256_blendv_epi8(bv, _mm256_set1_epi32(Q_ERR_HIST_BINS / 2), _mm256_castps_si256(same));
+        int nm = _mm256_movemask_ps(_mm256_andnot_ps(same, near));
         if (__builtin_expect(nm != 0, 0)) {
             int32_t b[8];
             _mm256_storeu_si256((__m256i *)(void *)b, bv);
@@ -962,6 +991,48 @@ __attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc
     }
     kf_count_pairs(p->n, idx, nidx);
     p->pending += n / 2;
+}
+
+/* Lane sums of a SIMD metrics loop over a row's first values. */
+typedef struct kf_tot {
+    double w2, q2, wq, e2, iwe2, iww2, mx;
+} kf_tot;
+
+/* Completes t over values [c, n) of the row with q_metrics_add's formulas
+ * (histogram included) and adds the row to a. */
+static void kf_acc_finish(q_metrics_acc *a, kf_tot *t, const float *x, const float *y, int64_t c,
+                          int64_t n, const float *iw)
+{
+    const double range = a->hist_range;
+    for (; c < n; c++) {
+        double xv = x[c], yv = y[c], e = yv - xv;
+        t->w2 += xv * xv;
+        t->q2 += yv * yv;
+        t->wq += xv * yv;
+        t->e2 += e * e;
+        t->mx = fabs(e) > t->mx ? fabs(e) : t->mx;
+        if (iw) {
+            double v = iw[c];
+            t->iwe2 += v * e * e;
+            t->iww2 += v * xv * xv;
+        }
+        if (range > 0.0) {
+            double tb = (e + range) / (2.0 * range) * Q_ERR_HIST_BINS;
+            int bin = !(tb >= 0.0) ? 0 : tb >= Q_ERR_HIST_BINS ? Q_ERR_HIST_BINS - 1 : (int)tb;
+            a->hist[bin]++;
+        }
+    }
+    if (t->mx > a->max_abs)
+        a->max_abs = t->mx;
+    a->sum_w2 += t->w2;
+    a->sum_q2 += t->q2;
+    a->sum_wq += t->wq;
+    a->sum_e2 += t->e2;
+    a->sum_iw_e2 += t->iwe2;
+    a->sum_iw_w2 += t->iww2;
+    if (iw)
+        a->weighted = true;
+    a->n += n;
 }
 
 /* Four lanes of double sums. */
@@ -1011,45 +1082,14 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
                      has_iw ? iw + c + 4 : NULL, has_iw);
     }
     if (range > 0.0)
-        kf_hist_avx2(a, p, x, y, c); /* the same c values; the tail below bins the rest */
-    double w2s = kf_hsum_pd(_mm256_add_pd(sa.w2, sb.w2));
-    double q2s = kf_hsum_pd(_mm256_add_pd(sa.q2, sb.q2));
-    double wqs = kf_hsum_pd(_mm256_add_pd(sa.wq, sb.wq));
-    double e2s = kf_hsum_pd(_mm256_add_pd(sa.e2, sb.e2));
-    double iwe2 = kf_hsum_pd(_mm256_add_pd(sa.iwe2, sb.iwe2));
-    double iww2 = kf_hsum_pd(_mm256_add_pd(sa.iww2, sb.iww2));
+        kf_hist_avx2(a, p, x, y, c); /* the same c values; kf_acc_finish bins the rest */
     double t4[4];
     _mm256_storeu_pd(t4, mxa);
-    double rmax = fmax(fmax(t4[0], t4[1]), fmax(t4[2], t4[3]));
-    for (; c < n; c++) {
-        double xv = x[c], yv = y[c], e = yv - xv;
-        w2s += xv * xv;
-        q2s += yv * yv;
-        wqs += xv * yv;
-        e2s += e * e;
-        rmax = fabs(e) > rmax ? fabs(e) : rmax;
-        if (iw) {
-            double v = iw[c];
-            iwe2 += v * e * e;
-            iww2 += v * xv * xv;
-        }
-        if (range > 0.0) {
-            double t = (e + range) / (2.0 * range) * Q_ERR_HIST_BINS;
-            int bin = !(t >= 0.0) ? 0 : t >= Q_ERR_HIST_BINS ? Q_ERR_HIST_BINS - 1 : (int)t;
-            a->hist[bin]++;
-        }
-    }
-    if (rmax > a->max_abs)
-        a->max_abs = rmax;
-    a->sum_w2 += w2s;
-    a->sum_q2 += q2s;
-    a->sum_wq += wqs;
-    a->sum_e2 += e2s;
-    a->sum_iw_e2 += iwe2;
-    a->sum_iw_w2 += iww2;
-    if (iw)
-        a->weighted = true;
-    a->n += n;
+    kf_tot t = {kf_hsum_pd(_mm256_add_pd(sa.w2, sb.w2)),     kf_hsum_pd(_mm256_add_pd(sa.q2, sb.q2)),
+                kf_hsum_pd(_mm256_add_pd(sa.wq, sb.wq)),     kf_hsum_pd(_mm256_add_pd(sa.e2, sb.e2)),
+                kf_hsum_pd(_mm256_add_pd(sa.iwe2, sb.iwe2)), kf_hsum_pd(_mm256_add_pd(sa.iww2, sb.iww2)),
+                fmax(fmax(t4[0], t4[1]), fmax(t4[2], t4[3]))};
+    kf_acc_finish(a, &t, x, y, c, n, iw);
 }
 
 /* Inlined twice, so the loop without importance weights keeps its
@@ -1078,6 +1118,393 @@ KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n)
         bad += !isfinite(x[i]);
     return bad;
 }
+
+/* ---- AVX-512 kernels: the AVX2 forms at twice the width ----
+ *
+ * The same float operations in the same order on 16 lanes, compare results in
+ * mask registers; per-block scalars of the 32-value formats are still
+ * computed eight blocks at a time in AVX2 registers (kf_params8), the values
+ * of each block in two 16-lane vectors. Metric sums run in two sets of eight
+ * double lanes, so they differ from the AVX2 sums in the last bits only. */
+/* kf_lev8 on 16 values. */
+KF_AVX512 __attribute__((always_inline)) static inline __m512
+kf_lev16(kf_kind k, __m512 v, __m512 vid, __m512 vmn, __mmask16 *bad)
+{
+    const __m512 sgn = _mm512_set1_ps(-0.0f), zero = _mm512_setzero_ps();
+    const __m512 half = _mm512_set1_ps(0.5f);
+    if (k == KF_Q8_0) {
+        __m512 p = _mm512_mul_ps(v, vid);
+        __m512 t = _mm512_roundscale_ps(p, KF_TRUNC);
+        __m512 f = _mm512_andnot_ps(sgn, _mm512_sub_ps(p, t));
+        __mmask16 up = _mm512_cmp_ps_mask(f, half, _CMP_GE_OQ);
+        __m512 step = _mm512_or_ps(_mm512_and_ps(p, sgn), _mm512_set1_ps(1.0f)); /* ±1 */
+        __m512 r = _mm512_add_ps(t, _mm512_maskz_mov_ps(up, step));
+        *bad |= _mm512_cmp_ps_mask(r, _mm512_set1_ps(-127.0f), _CMP_NGE_UQ) |
+                _mm512_cmp_ps_mask(r, _mm512_set1_ps(127.5f), _CMP_NLT_UQ);
+        return r;
+    }
+    __m512 t, lim, top;
+    if (k == KF_Q4_0 || k == KF_Q5_0) {
+        const float hlf = k == KF_Q4_0 ? 8.0f : 16.0f;
+        t = _mm512_add_ps(_mm512_mul_ps(v, vid), _mm512_set1_ps(hlf + 0.5f));
+        lim = _mm512_set1_ps(128.0f);
+        top = _mm512_set1_ps(2 * hlf - 1);
+    } else {
+        t = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vmn), vid), half);
+        lim = _mm512_set1_ps(k == KF_Q4_1 ? 128.0f : 32.0f);
+        top = _mm512_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
+    }
+    *bad |= _mm512_cmp_ps_mask(t, zero, _CMP_NGE_UQ) | _mm512_cmp_ps_mask(t, lim, _CMP_NLT_UQ);
+    return _mm512_min_ps(_mm512_roundscale_ps(t, KF_TRUNC), top);
+}
+
+/* kf_store8 (with kf_deq8) on 16 levels. */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_store16(kf_kind k, __m512 l, __m512 dh, __m512 mh, int32_t *L, float *y)
+{
+    if (L) {
+        _mm512_storeu_si512((void *)L, _mm512_cvttps_epi32(l));
+        return;
+    }
+    __m512 v;
+    if (k == KF_Q8_0)
+        v = _mm512_mul_ps(_mm512_add_ps(l, _mm512_setzero_ps()), dh);
+    else if (k == KF_Q4_0 || k == KF_Q5_0)
+        v = _mm512_mul_ps(_mm512_sub_ps(l, _mm512_set1_ps(k == KF_Q4_0 ? 8.0f : 16.0f)), dh);
+    else
+        v = _mm512_add_ps(_mm512_mul_ps(l, dh), mh);
+    _mm512_storeu_ps(y, v);
+}
+
+/* The upper and lower halves of v combined by max (or min) into 8 lanes. */
+KF_AVX512 static inline __m256 kf_fold16(__m512 v, bool is_max)
+{
+    __m256 lo = _mm512_castps512_ps256(v), hi = _mm512_extractf32x8_ps(v, 1);
+    return is_max ? _mm256_max_ps(lo, hi) : _mm256_min_ps(lo, hi);
+}
+
+/* kf_q8blocks with each block's values in two 16-lane vectors; the same
+ * modes, slow blocks and return values. */
+KF_AVX512 __attribute__((always_inline)) static inline int
+kf_q8blocks_512(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
+                uint16_t *mb)
+{
+    __m256 mx[8], mn[8];
+    for (int b = 0; b < 8; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+        if (k == KF_Q8_0) {
+            mx[b] = kf_fold16(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)), true);
+        } else {
+            mx[b] = kf_fold16(_mm512_max_ps(v0, v1), true);
+            mn[b] = kf_fold16(_mm512_min_ps(v0, v1), false);
+        }
+    }
+    __m256 vmax = kf_reduce8(mx, true);
+    __m256 vmin = k == KF_Q8_0 ? vmax : kf_reduce8(mn, false);
+    kf_par8 par;
+    int slow = kf_params8(k, vmax, vmin, &par);
+    if (L) {
+        _mm_storeu_si128((__m128i *)(void *)db, par.dbits);
+        _mm_storeu_si128((__m128i *)(void *)mb, par.mbits);
+    }
+    float fid[8], fm[8], fdh[8], fmh[8];
+    _mm256_storeu_ps(fid, par.id);
+    _mm256_storeu_ps(fm, par.m);
+    _mm256_storeu_ps(fdh, par.dh);
+    _mm256_storeu_ps(fmh, par.mh);
+    for (int b = 0; b < 8; b++) {
+        const __m512 vid = _mm512_set1_ps(fid[b]), vmn = _mm512_set1_ps(fm[b]);
+        const __m512 vdh = _mm512_set1_ps(fdh[b]), vmh = _mm512_set1_ps(fmh[b]);
+        __mmask16 bad = 0;
+        for (int i = 0; i < 2; i++) {
+            const int o = 32 * b + 16 * i;
+            __m512 l = kf_lev16(k, _mm512_loadu_ps(x + o), vid, vmn, &bad);
+            kf_store16(k, l, vdh, vmh, L ? L + o : NULL, y ? y + o : NULL);
+        }
+        if (bad)
+            slow |= 1 << b;
+    }
+    if (L)
+        return slow;
+    while (slow) {
+        int b = __builtin_ctz((unsigned)slow);
+        kf_block_q(k, x + 32 * b, y + 32 * b);
+        slow &= slow - 1;
+    }
+    return kf_f16_overflow8(&par);
+}
+
+KF_AVX512 static int kf_q8blocks_any_512(kf_kind k, const float *x, float *y, int32_t *L,
+                                         uint16_t *db, uint16_t *mb)
+{
+    switch (k) {
+    case KF_Q8_0:
+        return kf_q8blocks_512(KF_Q8_0, x, y, L, db, mb);
+    case KF_Q4_0:
+        return kf_q8blocks_512(KF_Q4_0, x, y, L, db, mb);
+    case KF_Q5_0:
+        return kf_q8blocks_512(KF_Q5_0, x, y, L, db, mb);
+    case KF_Q4_1:
+        return kf_q8blocks_512(KF_Q4_1, x, y, L, db, mb);
+    case KF_Q5_1:
+        return kf_q8blocks_512(KF_Q5_1, x, y, L, db, mb);
+    default:
+        return 0xff;
+    }
+}
+
+/* ---- grids ---- */
+
+KF_AVX512 static void kf_range_512(const float *x, int64_t n, float *lo, float *hi)
+{
+    __m512 a = _mm512_set1_ps(INFINITY), b = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        a = _mm512_min_ps(a, v);
+        b = _mm512_max_ps(b, v);
+    }
+    kf_range_finish(x, i, n, _mm512_reduce_min_ps(a), _mm512_reduce_max_ps(b), lo, hi);
+}
+
+/* kf_grid_apply_avx2 on 16 lanes; nf4 finds its level index (the number of
+ * midpoints below t) by a four-step binary search over the 15 sorted
+ * midpoints held in one register. */
+KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, const float *x,
+                                        float *y, int64_t n)
+{
+    int64_t i = 0;
+    if (!(p->s > 0.0f)) {
+        for (; i < n; i++)
+            y[i] = 0.0f;
+        return;
+    }
+    const __m512 s = _mm512_set1_ps(p->s), z = _mm512_set1_ps(p->z);
+    const __m512 qlo = _mm512_set1_ps(g->qlo), qhi = _mm512_set1_ps(g->qhi);
+    const __m512 zero = _mm512_setzero_ps(), inv = _mm512_set1_ps(p->inv);
+    if (g->id == Q_FMT_INT) {
+        for (; i + 16 <= n; i += 16) {
+            __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), s), KF_RN);
+            q = _mm512_min_ps(_mm512_max_ps(q, qlo), qhi);
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(q, s));
+        }
+    } else if (g->id == Q_FMT_UINT) {
+        for (; i + 16 <= n; i += 16) {
+            __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), s), KF_RN);
+            q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, z), zero), qhi);
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_sub_ps(q, z), s));
+        }
+    } else if (kf_is_fp8(g->id)) {
+        const __m512 sgn = _mm512_set1_ps(-0.0f), fmx = _mm512_set1_ps(g->fmax);
+        const __m512i emin = _mm512_set1_epi32(g->emin), b127 = _mm512_set1_epi32(127);
+        const __m512i mb = _mm512_set1_epi32(g->mbits);
+        for (; i + 16 <= n; i += 16) {
+            __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), s);
+            __m512 a = _mm512_andnot_ps(sgn, v);
+            __m512i ex = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), b127);
+            ex = _mm512_max_epi32(ex, emin);
+            __m512i k = _mm512_sub_epi32(mb, ex); /* -125 ≤ k ≤ 16 */
+            __m512 up = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, b127), 23));
+            __m512 dn = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(b127, k), 23));
+            __m512 r = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, up), KF_RN), dn);
+            r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(a, fmx, _CMP_GE_OQ), fmx);
+            r = _mm512_or_ps(r, _mm512_and_ps(v, sgn));
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(r, s));
+        }
+    } else {
+        float m16[16];
+        memcpy(m16, kf_nf4_mids, sizeof kf_nf4_mids);
+        m16[15] = INFINITY; /* never read by the search */
+        const __m512 mids = _mm512_loadu_ps(m16), levels = _mm512_loadu_ps(kf_nf4_levels);
+        for (; i + 16 <= n; i += 16) {
+            __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), inv);
+            __m512i idx = _mm512_setzero_si512();
+            for (int step = 8; step > 0; step >>= 1) {
+                __m512i j = _mm512_add_epi32(idx, _mm512_set1_epi32(step - 1));
+                __mmask16 gt = _mm512_cmp_ps_mask(t, _mm512_permutexvar_ps(j, mids), _CMP_GT_OQ);
+                idx = _mm512_mask_add_epi32(idx, gt, idx, _mm512_set1_epi32(step));
+            }
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_permutexvar_ps(idx, levels), s));
+        }
+    }
+    for (; i < n; i++)
+        y[i] = kf_grid_one(g, p, x[i]);
+}
+
+/* ---- metrics ---- */
+
+KF_AVX512 static bool kf_has_nan_512(const float *y, int64_t n)
+{
+    __mmask16 acc = 0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(y + i);
+        acc |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+    if (acc)
+        return true;
+    for (; i < n; i++)
+        if (isnan(y[i]))
+            return true;
+    return false;
+}
+
+/* kf_hist_avx2 on 16 lanes; the pair index of lanes 2i and 2i + 1 is the low
+ * half of their 64-bit lane after a shift, narrowed by one instruction. n is a
+ * multiple of 16. */
+KF_AVX512 static void kf_hist_512(q_metrics_acc *a, k_acc_pairs *p, const float *x,
+                                  const float *y, int64_t n)
+{
+    const double range = a->hist_range;
+    const __m512 fr = _mm512_set1_ps((float)range);
+    const __m512 finv = _mm512_set1_ps((float)(Q_ERR_HIST_BINS / (2.0 * range)));
+    const __m512 lo_edge = _mm512_set1_ps(1e-4f), hi_edge = _mm512_set1_ps(1.0f - 1e-4f);
+    const __m512 fcap = _mm512_set1_ps((float)Q_ERR_HIST_BINS - 0.5f);
+    const __m256i low12 = _mm256_set1_epi32(KF_PAIRS - 1);
+    int32_t idx[KF_BINBUF];
+    int nidx = 0;
+    for (int64_t c = 0; c + 16 <= n; c += 16) {
+        __m512 xf = _mm512_loadu_ps(x + c), yf = _mm512_loadu_ps(y + c);
+        __m512 t = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(yf, xf), fr), finv);
+        __m512 f = _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+        __mmask16 near = _mm512_cmp_ps_mask(f, lo_edge, _CMP_LT_OQ) |
+                         _mm512_cmp_ps_mask(f, hi_edge, _CMP_GT_OQ);
+        t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), fcap);
+        __m512i bv = _mm512_cvttps_epi32(t);
+        __mmask16 same = _mm512_cmp_ps_mask(yf, xf, _CMP_EQ_OQ); /* as in kf_hist_avx2 */
+        bv = _mm512_mask_mov_epi32(bv, same, _mm512_set1_epi32(Q_ERR_HIST_BINS / 2));
+        near &= (__mmask16)~same;
+        if (__builtin_expect(near != 0, 0)) {
+            int32_t b[16];
+            _mm512_storeu_si512((void *)b, bv);
+            unsigned nm = near;
+            while (nm) {
+                int l = __builtin_ctz(nm);
+                b[l] = kf_bin_exact(x[c + l], y[c + l], range);
+                nm &= nm - 1;
+            }
+            bv = _mm512_loadu_si512((const void *)b);
+        }
+        __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
+        _mm256_storeu_si256((__m256i *)(void *)(idx + nidx),
+                            _mm256_and_si256(_mm512_cvtepi64_epi32(pv), low12));
+        nidx += 8;
+        if (nidx == KF_BINBUF) {
+            kf_count_pairs(p->n, idx, nidx);
+            nidx = 0;
+        }
+    }
+    kf_count_pairs(p->n, idx, nidx);
+    p->pending += n / 2;
+}
+
+typedef struct kf_sums8 {
+    __m512d w2, q2, wq, e2, iwe2, iww2;
+} kf_sums8;
+
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_sums8_add(kf_sums8 *s, __m512d *mx, __m512d xd, __m512d yd, const float *iw, const bool has_iw)
+{
+    __m512d e = _mm512_sub_pd(yd, xd);
+    s->w2 = _mm512_fmadd_pd(xd, xd, s->w2);
+    s->q2 = _mm512_fmadd_pd(yd, yd, s->q2);
+    s->wq = _mm512_fmadd_pd(xd, yd, s->wq);
+    s->e2 = _mm512_fmadd_pd(e, e, s->e2);
+    *mx = _mm512_max_pd(*mx, _mm512_abs_pd(e));
+    if (has_iw) {
+        __m512d iv = _mm512_cvtps_pd(_mm256_loadu_ps(iw));
+        s->iwe2 = _mm512_fmadd_pd(_mm512_mul_pd(iv, e), e, s->iwe2);
+        s->iww2 = _mm512_fmadd_pd(_mm512_mul_pd(iv, xd), xd, s->iww2);
+    }
+}
+
+KF_AVX512 static double kf_hsum8(__m512d a, __m512d b)
+{
+    double t[8];
+    _mm512_storeu_pd(t, _mm512_add_pd(a, b));
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
+/* kf_acc_avx2_body with 16 values per step. */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+                const float *iw, const bool has_iw)
+{
+    const __m512d z = _mm512_setzero_pd();
+    kf_sums8 sa = {z, z, z, z, z, z}, sb = sa;
+    __m512d mxa = z;
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        __m512 xf = _mm512_loadu_ps(x + c), yf = _mm512_loadu_ps(y + c);
+        kf_sums8_add(&sa, &mxa, _mm512_cvtps_pd(_mm512_castps512_ps256(xf)),
+                     _mm512_cvtps_pd(_mm512_castps512_ps256(yf)), has_iw ? iw + c : NULL,
+                     has_iw);
+        kf_sums8_add(&sb, &mxa, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)),
+                     _mm512_cvtps_pd(_mm512_extractf32x8_ps(yf, 1)),
+                     has_iw ? iw + c + 8 : NULL, has_iw);
+    }
+    if (a->hist_range > 0.0)
+        kf_hist_512(a, p, x, y, c);
+    kf_tot t = {kf_hsum8(sa.w2, sb.w2),     kf_hsum8(sa.q2, sb.q2),     kf_hsum8(sa.wq, sb.wq),
+                kf_hsum8(sa.e2, sb.e2),     kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2),
+                _mm512_reduce_max_pd(mxa)};
+    /* gcc 12 puts no vzeroupper in this function by itself; without one the
+     * scalar (SSE) code after it ran at half speed on Zen 4 */
+    _mm256_zeroupper();
+    kf_acc_finish(a, &t, x, y, c, n, iw);
+}
+
+KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
+                                 int64_t n, const float *iw)
+{
+    if (iw)
+        kf_acc_512_body(a, p, x, y, n, iw, true);
+    else
+        kf_acc_512_body(a, p, x, y, n, NULL, false);
+}
+
+KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)
+{
+    const __m512i em = _mm512_set1_epi32(0x7f800000);
+    int64_t bad = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_and_si512(_mm512_loadu_si512((const void *)(x + i)), em);
+        bad += __builtin_popcount((unsigned)_mm512_cmpeq_epi32_mask(v, em));
+    }
+    for (; i < n; i++)
+        bad += !isfinite(x[i]);
+    return bad;
+}
+
+/* One row of a grid format on the AVX2 or (wide) AVX-512 kernels. */
+static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
+{
+    kf_grid g;
+    kf_grid_setup(&k->spec, &g);
+    const int64_t n = k->cols;
+    if (k->spec.group < 0) { /* one scale for the tensor */
+        kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);
+        if (wide)
+            kf_grid_apply_512(&g, &p, x, y, n);
+        else
+            kf_grid_apply_avx2(&g, &p, x, y, n);
+        return;
+    }
+    const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
+    for (int64_t c = 0; c < n; c += gs) {
+        int64_t len = n - c < gs ? n - c : gs;
+        float lo, hi;
+        if (wide) {
+            kf_range_512(x + c, len, &lo, &hi);
+            kf_gpar p = kf_grid_params(&g, lo, hi);
+            kf_grid_apply_512(&g, &p, x + c, y + c, len);
+        } else {
+            kf_range_avx2(x + c, len, &lo, &hi);
+            kf_gpar p = kf_grid_params(&g, lo, hi);
+            kf_grid_apply_avx2(&g, &p, x + c, y + c, len);
+        }
+    }
+}
 #endif /* KF_X86 */
 
 /* ---- public entry points ---- */
@@ -1089,9 +1516,9 @@ bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
     if (k->simd) {
         kf_kind kk = kf_kind_of(s->id);
         if (kk != KF_NONE && (!search_w || kk == KF_Q8_0))
-            return kf_row_q_avx2(kk, x, y, k->cols);
+            return kf_row_q_avx2(kk, x, y, k->cols, k->wide);
         if (kf_grid_fast(s) && (!search_w || s->group < 0)) {
-            kf_row_grid_avx2(k, x, y);
+            kf_row_grid(k, x, y, k->wide);
             return false;
         }
     }
@@ -1109,10 +1536,14 @@ void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
                const float *iw, bool simd, bool y_finite)
 {
 #if KF_X86
-    if (simd && (y_finite || !kf_has_nan_avx2(y, n))) {
+    const bool wide = simd && k_cpu_get()->avx512;
+    if (simd && (y_finite || !(wide ? kf_has_nan_512(y, n) : kf_has_nan_avx2(y, n)))) {
         if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
             k_acc_flush(a, p);
-        kf_acc_avx2(a, p, x, y, n, iw);
+        if (wide)
+            kf_acc_512(a, p, x, y, n, iw);
+        else
+            kf_acc_avx2(a, p, x, y, n, iw);
         return;
     }
 #endif
@@ -1125,7 +1556,7 @@ int64_t k_scrub_row(const float *x, float *dst, int64_t n, bool simd)
     int64_t bad = 0;
 #if KF_X86
     if (simd) {
-        bad = kf_count_nonfinite_avx2(x, n);
+        bad = k_cpu_get()->avx512 ? kf_count_nonfinite_512(x, n) : kf_count_nonfinite_avx2(x, n);
         if (bad == 0)
             return 0;
     }
@@ -1151,7 +1582,7 @@ static size_t kf_quantize(kf_kind k, const float *src, void *dst, int64_t nrows,
         return ref(src, dst, nrows, n_per_row, imatrix);
 #if KF_X86
     if (k_cpu_get()->avx2 && k_cpu_get()->f16c)
-        return kf_quantize_avx2(k, src, dst, nrows, n_per_row);
+        return kf_quantize_avx2(k, src, dst, nrows, n_per_row, k_cpu_get()->avx512);
 #endif
     return ref(src, dst, nrows, n_per_row, imatrix);
 }

@@ -9,7 +9,7 @@
  *
  * SIMD (AVX2 with F16C; FMA in the metric sums only, never in quantization) is
  * used where k_cpu_get() reports all three and the caller did not force the
- * scalar path. A 32-block whose scale or levels fall outside the
+ * scalar path, in its AVX-512 form where the CPU has AVX-512 (F, BW, DQ, VL). A 32-block whose scale or levels fall outside the
  * range where the SIMD form provably equals the reference (subnormal or huge
  * maxima, f16 overflow) is done by the scalar reference instead.
  */
@@ -30,7 +30,8 @@ typedef struct k_fq {
     const q_format *fmt;
     q_fq_ctx ctx;     /* per-tensor range (group = tensor), else empty */
     int64_t cols;
-    bool simd;        /* AVX2 kernels allowed */
+    bool simd;        /* SIMD kernels allowed (AVX2, FMA and F16C present) */
+    bool wide;        /* ... and AVX-512 present: the 16-lane forms */
     bool fused;       /* this spec has a dedicated row kernel (else generic) */
     size_t row_bytes; /* ggml formats: bytes of one quantized row (scratch size) */
 } k_fq;
