@@ -687,6 +687,20 @@ static void test_init(void **state)
         assert_ptr_equal(f->quantize, k_quantize_q4_0);
     else
         assert_ptr_equal(f->quantize, f->quantize_ref);
+    /* The widest kernels the CPU (as capped by the environment) has are the
+     * ones this suite checks. */
+    const k_cpu *cpu = k_cpu_get();
+    k_fq k;
+    q_fmt_spec spec = {.id = Q_FMT_Q4_0};
+    q_err err;
+    assert_int_equal(k_fq_init(&k, &spec, 256, false, &err), Q_OK);
+    assert_true(k.simd == (cpu->avx2 && cpu->fma && cpu->f16c));
+    assert_true(k.wide == (k.simd && cpu->avx512));
+    const char *no512 = getenv("QTUNE_NO_AVX512");
+    if (no512 && strcmp(no512, "0") != 0)
+        assert_false(k.wide);
+    assert_int_equal(k_fq_init(&k, &spec, 256, true, &err), Q_OK);
+    assert_false(k.simd || k.wide);
 }
 
 int main(void)
