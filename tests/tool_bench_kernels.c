@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "k_cpu.h"
 #include "k_preview.h"
 #include "q_dtype.h"
 #include "q_format.h"
@@ -184,8 +185,10 @@ int main(int argc, char **argv)
     t.data = (const uint8_t *)x;
     t.readable = true;
     double gb = (double)t.bytes / 1e9;
-    printf("tensor %lldx%lld f32 (%.1f MB), read bandwidth %.2f GB/s (2 threads)\n",
-           (long long)rows, (long long)cols, gb * 1e3, bw);
+    const k_cpu *cpu = k_cpu_get();
+    printf("tensor %lldx%lld f32 (%.1f MB), read bandwidth %.2f GB/s (2 threads), %s kernels\n",
+           (long long)rows, (long long)cols, gb * 1e3, bw,
+           cpu->avx512 ? "AVX-512" : cpu->avx2 && cpu->fma && cpu->f16c ? "AVX2" : "scalar");
     printf("%-9s %9s %8s %8s %7s %6s %7s %8s  %-22s %s\n", "format", "ref_ms", "1T_ms", "2T_ms",
            "GB/s", "%bw", "speedup", "est_ms", "exact target", "est<=10ms");
     char *dup = strdup(list), *save = NULL;

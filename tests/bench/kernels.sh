@@ -17,4 +17,11 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 bw=$($STREAM 1024 2 | sed -E 's/read_GBps=([0-9.]+).*/\1/')
 echo "read bandwidth (tool_stream, 1 GiB, 2 threads): $bw GB/s"
 $BENCH --bw "$bw" "$@"
+# On an AVX-512 machine, the 16-lane kernels against the AVX2 ones in the same
+# run (the k-quant searches have AVX2 forms only).
+if grep -q avx512bw /proc/cpuinfo && [ $# -eq 0 ]; then
+    echo "the same capped at AVX2 (QTUNE_NO_AVX512=1), formats with AVX-512 kernels:"
+    QTUNE_NO_AVX512=1 $BENCH --bw "$bw" \
+        --formats q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2 | tail -n +3
+fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

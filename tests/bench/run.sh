@@ -70,6 +70,12 @@ for threads in 1 2; do
                    ok1 ? "met" : "NOT met", ok2 ? "met" : "NOT met" }'
     fi
 done
+if grep -q avx512bw /proc/cpuinfo; then # the AVX-512 moment pass against the AVX2 one
+    for threads in 1 2; do
+        read -r best bestrss < <(QTUNE_NO_AVX512=1 inspect_best $threads)
+        report "capped at AVX2 by QTUNE_NO_AVX512=1" $threads "$best" "$bestrss"
+    done
+fi
 $EVICT "$M"
 h0=$(huge_kb)
 cat "$M" >/dev/null
