@@ -1065,7 +1065,7 @@ kf_sums4_add(kf_sums4 *s, __m256d *mx, __m256d xd, __m256d yd, const float *iw,
  * the same (cache-resident) row. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-                 const float *iw, const bool has_iw)
+                 const float *iw, const bool has_iw, const float *pf)
 {
     const __m256d z = _mm256_setzero_pd();
     kf_sums4 sa = {z, z, z, z, z, z}, sb = sa;
@@ -1073,6 +1073,8 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
     const double range = a->hist_range;
     int64_t c = 0;
     for (; c + 8 <= n; c += 8) {
+        if ((c & 15) == 0)
+            _mm_prefetch((const char *)(pf + c), _MM_HINT_T1); /* one line per 16 values */
         __m256 xf = _mm256_loadu_ps(x + c), yf = _mm256_loadu_ps(y + c);
         kf_sums4_add(&sa, &mxa, _mm256_cvtps_pd(_mm256_castps256_ps128(xf)),
                      _mm256_cvtps_pd(_mm256_castps256_ps128(yf)), has_iw ? iw + c : NULL,
@@ -1096,12 +1098,13 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
  * accumulators in registers. */
 __attribute__((target("avx2,fma"))) static void kf_acc_avx2(q_metrics_acc *a, k_acc_pairs *p,
                                                              const float *x, const float *y,
-                                                             int64_t n, const float *iw)
+                                                             int64_t n, const float *iw,
+                                                             const float *pf)
 {
     if (iw)
-        kf_acc_avx2_body(a, p, x, y, n, iw, true);
+        kf_acc_avx2_body(a, p, x, y, n, iw, true, pf);
     else
-        kf_acc_avx2_body(a, p, x, y, n, NULL, false);
+        kf_acc_avx2_body(a, p, x, y, n, NULL, false, pf);
 }
 
 KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n)
@@ -1428,13 +1431,14 @@ KF_AVX512 static double kf_hsum8(__m512d a, __m512d b)
 /* kf_acc_avx2_body with 16 values per step. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-                const float *iw, const bool has_iw)
+                const float *iw, const bool has_iw, const float *pf)
 {
     const __m512d z = _mm512_setzero_pd();
     kf_sums8 sa = {z, z, z, z, z, z}, sb = sa;
     __m512d mxa = z;
     int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
+        _mm_prefetch((const char *)(pf + c), _MM_HINT_T1);
         __m512 xf = _mm512_loadu_ps(x + c), yf = _mm512_loadu_ps(y + c);
         kf_sums8_add(&sa, &mxa, _mm512_cvtps_pd(_mm512_castps512_ps256(xf)),
                      _mm512_cvtps_pd(_mm512_castps512_ps256(yf)), has_iw ? iw + c : NULL,
@@ -1455,12 +1459,12 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
 }
 
 KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
-                                 int64_t n, const float *iw)
+                                 int64_t n, const float *iw, const float *pf)
 {
     if (iw)
-        kf_acc_512_body(a, p, x, y, n, iw, true);
+        kf_acc_512_body(a, p, x, y, n, iw, true, pf);
     else
-        kf_acc_512_body(a, p, x, y, n, NULL, false);
+        kf_acc_512_body(a, p, x, y, n, NULL, false, pf);
 }
 
 KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)
@@ -1533,21 +1537,23 @@ bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
 }
 
 void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-               const float *iw, bool simd, bool y_finite)
+               const float *iw, bool simd, bool y_finite, const float *next)
 {
 #if KF_X86
     const bool wide = simd && k_cpu_get()->avx512;
     if (simd && (y_finite || !(wide ? kf_has_nan_512(y, n) : kf_has_nan_avx2(y, n)))) {
         if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
             k_acc_flush(a, p);
+        const float *pf = next ? next : x; /* no next row: harmless hits */
         if (wide)
-            kf_acc_512(a, p, x, y, n, iw);
+            kf_acc_512(a, p, x, y, n, iw, pf);
         else
-            kf_acc_avx2(a, p, x, y, n, iw);
+            kf_acc_avx2(a, p, x, y, n, iw, pf);
         return;
     }
 #endif
     (void)simd;
+    (void)next;
     q_metrics_add(a, x, y, 1, n, iw);
 }
 

@@ -61,9 +61,11 @@ typedef struct k_acc_pairs {
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
  * to rounding in the last bits: SIMD sums in several lanes), the same maximum,
  * and the same histogram counts once k_acc_flush(a, p) has run. y_finite: the
- * caller knows y holds no NaN (k_fq_row said so), which spares a pass over y. */
+ * caller knows y holds no NaN (k_fq_row said so), which spares a pass over y.
+ * next: the n values the caller reads next (the following row), prefetched
+ * while this row is summed, or NULL. */
 void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-               const float *iw, bool simd, bool y_finite);
+               const float *iw, bool simd, bool y_finite, const float *next);
 /* Folds the pair counts of p into a's histogram and empties p. */
 void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p);
 
