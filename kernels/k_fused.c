@@ -1352,53 +1352,58 @@ KF_AVX512 static bool kf_has_nan_512(const float *y, int64_t n)
     return false;
 }
 
-/* kf_hist_avx2 on 16 lanes; the pair index of lanes 2i and 2i + 1 is the low
- * half of their 64-bit lane after a shift, narrowed by one instruction. n is a
- * multiple of 16. */
-KF_AVX512 static void kf_hist_512(q_metrics_acc *a, k_acc_pairs *p, const float *x,
-                                  const float *y, int64_t n)
+/* Histogram constants of kf_hist16 (kf_hist_avx2's, 16 lanes). */
+typedef struct kf_hc {
+    __m512 fr, finv, lo_edge, hi_edge, fcap;
+    double range;
+} kf_hc;
+
+KF_AVX512 static inline kf_hc kf_hc_make(double range)
 {
-    const double range = a->hist_range;
-    const __m512 fr = _mm512_set1_ps((float)range);
-    const __m512 finv = _mm512_set1_ps((float)(Q_ERR_HIST_BINS / (2.0 * range)));
-    const __m512 lo_edge = _mm512_set1_ps(1e-4f), hi_edge = _mm512_set1_ps(1.0f - 1e-4f);
-    const __m512 fcap = _mm512_set1_ps((float)Q_ERR_HIST_BINS - 0.5f);
-    const __m256i low12 = _mm256_set1_epi32(KF_PAIRS - 1);
-    int32_t idx[KF_BINBUF];
-    int nidx = 0;
-    for (int64_t c = 0; c + 16 <= n; c += 16) {
-        __m512 xf = _mm512_loadu_ps(x + c), yf = _mm512_loadu_ps(y + c);
-        __m512 t = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(yf, xf), fr), finv);
-        __m512 f = _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-        __mmask16 near = _mm512_cmp_ps_mask(f, lo_edge, _CMP_LT_OQ) |
-                         _mm512_cmp_ps_mask(f, hi_edge, _CMP_GT_OQ);
-        t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), fcap);
-        __m512i bv = _mm512_cvttps_epi32(t);
-        __mmask16 same = _mm512_cmp_ps_mask(yf, xf, _CMP_EQ_OQ); /* as in kf_hist_avx2 */
-        bv = _mm512_mask_mov_epi32(bv, same, _mm512_set1_epi32(Q_ERR_HIST_BINS / 2));
-        near &= (__mmask16)~same;
-        if (__builtin_expect(near != 0, 0)) {
-            int32_t b[16];
-            _mm512_storeu_si512((void *)b, bv);
-            unsigned nm = near;
-            while (nm) {
-                int l = __builtin_ctz(nm);
-                b[l] = kf_bin_exact(x[c + l], y[c + l], range);
-                nm &= nm - 1;
-            }
-            bv = _mm512_loadu_si512((const void *)b);
+    kf_hc h = {_mm512_set1_ps((float)range),
+               _mm512_set1_ps((float)(Q_ERR_HIST_BINS / (2.0 * range))),
+               _mm512_set1_ps(1e-4f),
+               _mm512_set1_ps(1.0f - 1e-4f),
+               _mm512_set1_ps((float)Q_ERR_HIST_BINS - 0.5f),
+               range};
+    return h;
+}
+
+/* Counts the bins of the 16 errors yf - xf (values c.. of the row x, y) as
+ * kf_hist_avx2 does, eight pairs at once: the pair index of lanes 2i and
+ * 2i + 1 is the low half of their 64-bit lane after a shift, narrowed by one
+ * instruction; the pairs are counted at once (no buffer, so the caller's
+ * loop keeps its accumulators in registers). */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_t c, __m512 xf,
+          __m512 yf)
+{
+    __m512 t = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(yf, xf), h->fr), h->finv);
+    __m512 f = _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    __mmask16 near = _mm512_cmp_ps_mask(f, h->lo_edge, _CMP_LT_OQ) |
+                     _mm512_cmp_ps_mask(f, h->hi_edge, _CMP_GT_OQ);
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), h->fcap);
+    __m512i bv = _mm512_cvttps_epi32(t);
+    __mmask16 same = _mm512_cmp_ps_mask(yf, xf, _CMP_EQ_OQ); /* as in kf_hist_avx2 */
+    bv = _mm512_mask_mov_epi32(bv, same, _mm512_set1_epi32(Q_ERR_HIST_BINS / 2));
+    near &= (__mmask16)~same;
+    if (__builtin_expect(near != 0, 0)) {
+        int32_t b[16];
+        _mm512_storeu_si512((void *)b, bv);
+        unsigned nm = near;
+        while (nm) {
+            int l = __builtin_ctz(nm);
+            b[l] = kf_bin_exact(x[c + l], y[c + l], h->range);
+            nm &= nm - 1;
         }
-        __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
-        _mm256_storeu_si256((__m256i *)(void *)(idx + nidx),
-                            _mm256_and_si256(_mm512_cvtepi64_epi32(pv), low12));
-        nidx += 8;
-        if (nidx == KF_BINBUF) {
-            kf_count_pairs(p->n, idx, nidx);
-            nidx = 0;
-        }
+        bv = _mm512_loadu_si512((const void *)b);
     }
-    kf_count_pairs(p->n, idx, nidx);
-    p->pending += n / 2;
+    __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
+    int32_t idx[8];
+    _mm256_storeu_si256((__m256i *)(void *)idx,
+                        _mm256_and_si256(_mm512_cvtepi64_epi32(pv), _mm256_set1_epi32(KF_PAIRS - 1)));
+    for (int k = 0; k < 8; k++)
+        p->n[idx[k]]++;
 }
 
 typedef struct kf_sums8 {
@@ -1428,14 +1433,16 @@ KF_AVX512 static double kf_hsum8(__m512d a, __m512d b)
     return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
-/* kf_acc_avx2_body with 16 values per step. */
+/* kf_acc_avx2_body with 16 values per step, the histogram counted in the
+ * same loop (32 vector registers hold the sums and its constants). */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-                const float *iw, const bool has_iw, const float *pf)
+                const float *iw, const bool has_iw, const bool has_hist, const float *pf)
 {
     const __m512d z = _mm512_setzero_pd();
     kf_sums8 sa = {z, z, z, z, z, z}, sb = sa;
     __m512d mxa = z;
+    const kf_hc h = kf_hc_make(has_hist ? a->hist_range : 1.0);
     int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
         _mm_prefetch((const char *)(pf + c), _MM_HINT_T1);
@@ -1446,9 +1453,11 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
         kf_sums8_add(&sb, &mxa, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)),
                      _mm512_cvtps_pd(_mm512_extractf32x8_ps(yf, 1)),
                      has_iw ? iw + c + 8 : NULL, has_iw);
+        if (has_hist)
+            kf_hist16(&h, p, x, y, c, xf, yf);
     }
-    if (a->hist_range > 0.0)
-        kf_hist_512(a, p, x, y, c);
+    if (has_hist)
+        p->pending += c / 2;
     kf_tot t = {kf_hsum8(sa.w2, sb.w2),     kf_hsum8(sa.q2, sb.q2),     kf_hsum8(sa.wq, sb.wq),
                 kf_hsum8(sa.e2, sb.e2),     kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2),
                 _mm512_reduce_max_pd(mxa)};
@@ -1461,10 +1470,15 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
 KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
                                  int64_t n, const float *iw, const float *pf)
 {
-    if (iw)
-        kf_acc_512_body(a, p, x, y, n, iw, true, pf);
+    const bool hist = a->hist_range > 0.0;
+    if (iw && hist)
+        kf_acc_512_body(a, p, x, y, n, iw, true, true, pf);
+    else if (iw)
+        kf_acc_512_body(a, p, x, y, n, iw, true, false, pf);
+    else if (hist)
+        kf_acc_512_body(a, p, x, y, n, NULL, false, true, pf);
     else
-        kf_acc_512_body(a, p, x, y, n, NULL, false, pf);
+        kf_acc_512_body(a, p, x, y, n, NULL, false, false, pf);
 }
 
 KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)
