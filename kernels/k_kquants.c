@@ -1045,6 +1045,150 @@ KK_AVX2 static void kk_iq4nl_16(const float *const *xb, const float *const *qb,
     }
 }
 
+/* ---- IQ4_NL on AVX-512: the sixteen blocks in the lanes of one register ----
+ *
+ * kk_iq4nl_16's operations in its order, lane for lane; the level search
+ * reads each step's threshold from a 16-entry table with one permute. */
+#define KK_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2")))
+
+/* Thresholds of kk_iq4_index's four steps as tables indexed by the index so
+ * far (T[k] = vals[k] + vals[k + 1]): step 8 reads T[7], step 4 T[idx + 3],
+ * step 2 T[idx + 1], step 1 T[idx]; and the levels. */
+typedef struct kk_iq4tab16 {
+    __m512 t8, t4, t2, t1, val;
+} kk_iq4tab16;
+
+/* kk_iq4_index on 16 lanes. */
+KK_AVX512 __attribute__((always_inline)) static inline __m512i
+kk_iq4_index16(__m512 x, const kk_iq4tab16 *tb, __m512 *q)
+{
+    const __m512 x2 = _mm512_add_ps(x, x);
+    __m512i idx = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(x2, tb->t8, _CMP_GE_OQ),
+                                         _mm512_set1_epi32(8));
+    idx = _mm512_mask_add_epi32(
+        idx, _mm512_cmp_ps_mask(x2, _mm512_permutexvar_ps(idx, tb->t4), _CMP_GE_OQ), idx,
+        _mm512_set1_epi32(4));
+    idx = _mm512_mask_add_epi32(
+        idx, _mm512_cmp_ps_mask(x2, _mm512_permutexvar_ps(idx, tb->t2), _CMP_GE_OQ), idx,
+        _mm512_set1_epi32(2));
+    idx = _mm512_mask_add_epi32(
+        idx, _mm512_cmp_ps_mask(x2, _mm512_permutexvar_ps(idx, tb->t1), _CMP_GE_OQ), idx,
+        _mm512_set1_epi32(1));
+    *q = _mm512_permutexvar_ps(idx, tb->val);
+    return idx;
+}
+
+/* kk_iq4_sums on 16 lanes: X[j], W[j] hold element j of every block. */
+KK_AVX512 __attribute__((always_inline)) static inline void
+kk_iq4_sums16(const __m512 *X, const __m512 *W, __m512 id, const kk_iq4tab16 *tb, __m512 *sqx,
+              __m512 *sq2)
+{
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    for (int j = 0; j < QK4_NL; ++j) {
+        __m512 q;
+        (void)kk_iq4_index16(_mm512_mul_ps(id, X[j]), tb, &q);
+        const __m512 wq = _mm512_mul_ps(W[j], q);
+        a = _mm512_add_ps(a, _mm512_mul_ps(wq, X[j]));
+        b = _mm512_add_ps(b, _mm512_mul_ps(wq, q));
+    }
+    *sqx = a;
+    *sq2 = b;
+}
+
+KK_AVX512 static void kk_iq4nl_16_512(const float *const *xb, const float *const *qb,
+                                      uint8_t *const *out)
+{
+    _Alignas(32) float xt[KK_NV * QK4_NL * 8];
+    __m512 X[QK4_NL], W[QK4_NL];
+    const int8_t *vals = q_iq4nl_values;
+    float T[16], t4[16], t2[16], v16[16];
+    for (int k = 0; k < 15; ++k)
+        T[k] = (float)(vals[k] + vals[k + 1]);
+    T[15] = INFINITY; /* never read */
+    for (int k = 0; k < 16; ++k) {
+        t4[k] = T[k + 3 < 16 ? k + 3 : 15];
+        t2[k] = T[k + 1 < 16 ? k + 1 : 15];
+        v16[k] = (float)vals[k];
+    }
+    const kk_iq4tab16 tb = {_mm512_set1_ps(T[7]), _mm512_loadu_ps(t4), _mm512_loadu_ps(t2),
+                            _mm512_loadu_ps(T), _mm512_loadu_ps(v16)};
+
+    /* element j of blocks 0-7 and 8-15 side by side */
+    kk_transpose(xb, QK4_NL, xt);
+    for (int j = 0; j < QK4_NL; ++j)
+        X[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(xt + j * 8)),
+                                  _mm256_load_ps(xt + (QK4_NL + j) * 8), 1);
+    const __m512 zero = _mm512_setzero_ps();
+    /* the value of largest magnitude (the first on a tie), and blocks too
+     * small to quantize (kk_vmaxabs) */
+    __m512 amax = zero, mx = zero;
+    for (int j = 0; j < QK4_NL; ++j) {
+        const __m512 ax = _mm512_abs_ps(X[j]);
+        const __mmask16 gt = _mm512_cmp_ps_mask(ax, amax, _CMP_GT_OQ);
+        amax = _mm512_mask_mov_ps(amax, gt, ax);
+        mx = _mm512_mask_mov_ps(mx, gt, X[j]);
+    }
+    const __mmask16 degen =
+        _mm512_cmp_ps_mask(amax, _mm512_set1_ps(Q_QH_GROUP_MAX_EPS), _CMP_LT_OQ);
+    if (qb[0]) {
+        _Alignas(32) float qt[KK_NV * QK4_NL * 8];
+        kk_transpose(qb, QK4_NL, qt);
+        __m512 s2 = zero;
+        for (int j = 0; j < QK4_NL; ++j)
+            s2 = _mm512_add_ps(s2, _mm512_mul_ps(X[j], X[j]));
+        s2 = _mm512_mul_ps(s2, _mm512_set1_ps(2.f / QK4_NL));
+        for (int j = 0; j < QK4_NL; ++j) {
+            const __m512 qw = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(qt + j * 8)),
+                                                 _mm256_load_ps(qt + (QK4_NL + j) * 8), 1);
+            W[j] = _mm512_mul_ps(qw, _mm512_sqrt_ps(_mm512_add_ps(s2, _mm512_mul_ps(X[j], X[j]))));
+        }
+    } else {
+        for (int j = 0; j < QK4_NL; ++j)
+            W[j] = _mm512_mul_ps(X[j], X[j]);
+    }
+
+    /* first pass at d = -max / v0, then 15 trial inverse scales (itry + v0) / max */
+    const float v0 = (float)vals[0];
+    const __m512 d0 = _mm512_div_ps(_mm512_xor_ps(mx, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(v0));
+    __m512 sqx, sq2;
+    kk_iq4_sums16(X, W, _mm512_div_ps(_mm512_set1_ps(1.f), d0), &tb, &sqx, &sq2);
+    __m512 d = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(sq2, zero, _CMP_GT_OQ), sqx, sq2);
+    __m512 best = _mm512_mul_ps(d, sqx);
+    for (int itry = -7; itry <= 7; ++itry) {
+        const __m512 id = _mm512_div_ps(_mm512_set1_ps((float)(itry + vals[0])), mx);
+        kk_iq4_sums16(X, W, id, &tb, &sqx, &sq2);
+        const __mmask16 upd = _mm512_cmp_ps_mask(sq2, zero, _CMP_GT_OQ) &
+                              _mm512_cmp_ps_mask(_mm512_mul_ps(sqx, sqx), _mm512_mul_ps(best, sq2),
+                                                 _CMP_GT_OQ);
+        const __m512 nd = _mm512_div_ps(sqx, sq2);
+        d = _mm512_mask_mov_ps(d, upd, nd);
+        best = _mm512_mask_mov_ps(best, upd, _mm512_mul_ps(nd, sqx));
+    }
+
+    /* final levels at id = 1 / d (0 for d == 0, also for all-zero blocks) */
+    const __m512 dd = _mm512_maskz_mov_ps((__mmask16)~degen, d);
+    const __m512 idv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(dd, zero, _CMP_NEQ_UQ),
+                                           _mm512_set1_ps(1.f), dd);
+    float dv[16];
+    _mm512_storeu_ps(dv, dd);
+    int32_t lv[QK4_NL][16];
+    for (int j = 0; j < QK4_NL; ++j) {
+        __m512 q;
+        _mm512_storeu_si512((void *)lv[j], kk_iq4_index16(_mm512_mul_ps(idv, X[j]), &tb, &q));
+    }
+    for (int k = 0; k < 16; ++k) {
+        uint8_t *o = out[k];
+        if (!o)
+            continue;
+        const uint16_t h = q_f32_to_f16(dv[k]);
+        memcpy(o + offsetof(block_iq4_nl, d), &h, sizeof h);
+        for (int j = 0; j < QK4_NL / 2; ++j)
+            o[offsetof(block_iq4_nl, qs) + j] =
+                (uint8_t)(lv[j][k] | (lv[j + QK4_NL / 2][k] << 4));
+    }
+    _mm256_zeroupper();
+}
+
 static bool kk_simd(void)
 {
     return k_cpu_get()->avx2;
@@ -1173,6 +1317,7 @@ size_t k_quantize_iq4_nl(const float *src, void *dst, int64_t nrows, int64_t n_p
     const int64_t nb = n_per_row / QK4_NL;
     const int64_t total = nrows * nb;
 #if KK_X86
+    const bool wide = k_cpu_get()->avx512;
     uint8_t *o = dst;
     for (int64_t b = 0; b < total; b += 16) {
         const float *xb[16], *qb[16];
@@ -1183,7 +1328,10 @@ size_t k_quantize_iq4_nl(const float *src, void *dst, int64_t nrows, int64_t n_p
             qb[s] = imatrix ? imatrix + (bb % nb) * QK4_NL : NULL;
             out[s] = b + s < total ? o + (b + s) * (int64_t)sizeof(block_iq4_nl) : NULL;
         }
-        kk_iq4nl_16(xb, qb, out);
+        if (wide)
+            kk_iq4nl_16_512(xb, qb, out);
+        else
+            kk_iq4nl_16(xb, qb, out);
     }
 #else
     (void)src;
