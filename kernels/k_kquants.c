@@ -81,6 +81,7 @@ static void kk_recipe_levels(const kk_recipe *r, int s, const float *x, int n, i
 #if KK_X86
 
 #define KK_AVX2 __attribute__((target("avx2")))
+#define KK_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2")))
 #define KK_NV 2 /* registers (of eight lanes) per search */
 
 /* Transposes 16 sub-blocks of n floats (sub-block s starts at sb[s]) into
@@ -176,6 +177,161 @@ kk_qkx_sums(int n, const float *xt, const float *wt, const __m256 *xm, const __m
     }
 }
 
+/* ---- make_qkx2/qkx3 on AVX-512: the sixteen sub-blocks in one register ----
+ *
+ * kk_qkx's operations in its order, lane for lane (sixteen lanes in one
+ * register instead of eight in each of two); masks in mask registers. */
+
+/* Element i of sub-blocks 0-7 and 8-15 of a kk_transpose layout (n values per
+ * sub-block) side by side in one register. */
+KK_AVX512 static inline __m512 kk_join16(const float *t, int n, int i)
+{
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(t + i * 8)),
+                              _mm256_load_ps(t + (n + i) * 8), 1);
+}
+
+KK_AVX512 static inline __m512i kk_vnint16(__m512 f)
+{
+    __m512i i = _mm512_castps_si512(_mm512_add_ps(f, _mm512_set1_ps(12582912.f)));
+    return _mm512_sub_epi32(_mm512_and_si512(i, _mm512_set1_epi32(0x007fffff)),
+                            _mm512_set1_epi32(0x00400000));
+}
+
+/* clamp(nearest_int(t), 0, nmax) as a float, by nearest_int's bit trick. */
+KK_AVX512 static inline __m512 kk_level16_int(__m512 t, int nmax)
+{
+    __m512i l = _mm512_max_epi32(_mm512_setzero_si512(),
+                                 _mm512_min_epi32(_mm512_set1_epi32(nmax), kk_vnint16(t)));
+    return _mm512_cvtepi32_ps(l);
+}
+
+/* kk_qkx_sums on 16 lanes; exact: the levels by the integer path. */
+KK_AVX512 __attribute__((always_inline)) static inline void
+kk_qkx_sums16(int n, const __m512 *X, const __m512 *W, const __m512 *XM, __m512 iscale,
+              __m512 fnmax, int nmax, bool exact, bool lo, bool hi, __m512 *La, __m512 *sl,
+              __m512 *sl2, __m512 *sxl)
+{
+    __m512 a = _mm512_setzero_ps(), b = a, c = a;
+    for (int i = 0; i < n; ++i) {
+        __m512 lf;
+        if (exact) {
+            lf = kk_level16_int(_mm512_mul_ps(iscale, XM[i]), nmax);
+        } else {
+            lf = _mm512_roundscale_ps(_mm512_mul_ps(iscale, XM[i]),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            if (lo)
+                lf = _mm512_max_ps(lf, _mm512_setzero_ps());
+            if (hi)
+                lf = _mm512_min_ps(lf, fnmax);
+        }
+        La[i] = lf;
+        const __m512 wl = _mm512_mul_ps(W[i], lf);
+        a = _mm512_add_ps(a, wl);
+        b = _mm512_add_ps(b, _mm512_mul_ps(wl, lf));
+        c = _mm512_add_ps(c, _mm512_mul_ps(wl, X[i]));
+    }
+    *sl = a;
+    *sl2 = b;
+    *sxl = c;
+}
+
+KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *wt, float rmin,
+                                 float rdelta, int nstep, bool mad, float *scale_out,
+                                 float *min_out, kk_recipe *rec)
+{
+    __m512 X[32], W[32], La[32], XM[32];
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 fnmax = _mm512_set1_ps((float)nmax);
+    const __m512 big = _mm512_set1_ps(4194304.f), nbig = _mm512_set1_ps(-4194304.f);
+    const __m512 fhalf = _mm512_set1_ps((float)nmax + 0.5f);
+    for (int i = 0; i < n; ++i) {
+        X[i] = kk_join16(xt, n, i);
+        W[i] = kk_join16(wt, n, i);
+    }
+    __m512 mn = X[0], mx = X[0], sw = W[0], sx = _mm512_mul_ps(W[0], X[0]);
+    for (int i = 1; i < n; ++i) {
+        mn = _mm512_min_ps(X[i], mn); /* x < min ? x : min */
+        mx = _mm512_max_ps(X[i], mx); /* x > max ? x : max */
+        sw = _mm512_add_ps(sw, W[i]);
+        sx = _mm512_add_ps(sx, _mm512_mul_ps(W[i], X[i]));
+    }
+    const __m512 lo = mn;
+    mn = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, zero, _CMP_GT_OQ), zero);
+    const __m512 mn0 = mn;
+    const __mmask16 degen = _mm512_cmp_ps_mask(mx, mn, _CMP_LE_OQ);
+    __m512 iscale0 = _mm512_div_ps(fnmax, _mm512_sub_ps(mx, mn));
+    __m512 scale = _mm512_div_ps(_mm512_set1_ps(1.f), iscale0);
+    __m512 bis = iscale0, bmn = mn, best = zero;
+    for (int i = 0; i < n; ++i) {
+        const __m512 xm = _mm512_sub_ps(X[i], mn);
+        XM[i] = xm;
+        const __m512 lf = kk_level16_int(_mm512_mul_ps(iscale0, xm), nmax);
+        __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, lf), mn), X[i]);
+        d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
+        best = _mm512_add_ps(best, _mm512_mul_ps(W[i], d));
+    }
+
+    for (int is = 0; is <= nstep; ++is) {
+        const __m512 num = _mm512_set1_ps(rmin + rdelta * (float)is + (float)nmax);
+        const __m512 iscale = _mm512_div_ps(num, _mm512_sub_ps(mx, mn));
+        const __m512 tlo = _mm512_mul_ps(iscale, _mm512_sub_ps(lo, mn));
+        const __m512 thi = _mm512_mul_ps(iscale, _mm512_sub_ps(mx, mn));
+        const __mmask16 ok = _mm512_cmp_ps_mask(tlo, nbig, _CMP_GT_OQ) &
+                             _mm512_cmp_ps_mask(thi, big, _CMP_LT_OQ);
+        const bool outside = (__mmask16)(ok | degen) != 0xffff;
+        const bool need_lo =
+            (__mmask16)(_mm512_cmp_ps_mask(tlo, zero, _CMP_GE_OQ) | degen) != 0xffff;
+        const bool need_hi =
+            (__mmask16)(_mm512_cmp_ps_mask(thi, fhalf, _CMP_LT_OQ) | degen) != 0xffff;
+        __m512 sl, sl2, sxl;
+        if (outside)
+            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, true, false, false, La, &sl, &sl2, &sxl);
+        else if (need_lo && need_hi)
+            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, true, true, La, &sl, &sl2, &sxl);
+        else if (need_lo)
+            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, true, false, La, &sl, &sl2, &sxl);
+        else if (need_hi)
+            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, false, true, La, &sl, &sl2, &sxl);
+        else
+            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, false, false, La, &sl, &sl2, &sxl);
+        const __m512 D = _mm512_sub_ps(_mm512_mul_ps(sw, sl2), _mm512_mul_ps(sl, sl));
+        const __mmask16 dpos = _mm512_cmp_ps_mask(D, zero, _CMP_GT_OQ);
+        if (!dpos)
+            continue;
+        __m512 ts = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sw, sxl), _mm512_mul_ps(sx, sl)), D);
+        __m512 tm = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sl2, sx), _mm512_mul_ps(sl, sxl)), D);
+        const __mmask16 mpos = _mm512_cmp_ps_mask(tm, zero, _CMP_GT_OQ);
+        tm = _mm512_mask_mov_ps(tm, mpos, zero);
+        if (mpos) /* a fitted min above 0: rare */
+            ts = _mm512_mask_mov_ps(ts, mpos, _mm512_div_ps(sxl, sl2));
+        __m512 err = zero;
+        for (int i = 0; i < n; ++i) {
+            __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(ts, La[i]), tm), X[i]);
+            d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
+            err = _mm512_add_ps(err, _mm512_mul_ps(W[i], d));
+        }
+        const __mmask16 upd = dpos & _mm512_cmp_ps_mask(err, best, _CMP_LT_OQ);
+        if (!upd)
+            continue;
+        bis = _mm512_mask_mov_ps(bis, upd, iscale);
+        bmn = _mm512_mask_mov_ps(bmn, upd, mn);
+        best = _mm512_mask_mov_ps(best, upd, err);
+        scale = _mm512_mask_mov_ps(scale, upd, ts);
+        mn = _mm512_mask_mov_ps(mn, upd, tm);
+        for (int i = 0; i < n; ++i)
+            XM[i] = _mm512_sub_ps(X[i], mn);
+    }
+
+    _mm512_storeu_ps(scale_out, _mm512_mask_mov_ps(scale, degen, zero));
+    _mm512_storeu_ps(min_out, _mm512_xor_ps(_mm512_mask_mov_ps(mn, degen, mn0),
+                                            _mm512_set1_ps(-0.0f)));
+    _mm512_storeu_ps(rec->is, bis);
+    _mm512_storeu_ps(rec->mn, bmn);
+    for (int k = 0; k < 16; ++k)
+        rec->dead[k] = (uint8_t)((degen >> k) & 1);
+    _mm256_zeroupper();
+}
+
 /* make_qkx2_quants / make_qkx3_quants over 16 sub-blocks of n (<= 32)
  * lane-ordered values xt with weights wt. Out: scale[16], the_min[16] and the
  * levels L[s * n + i].
@@ -194,6 +350,10 @@ KK_AVX2 static void kk_qkx(int n, int nmax, const float *xt, const float *wt, fl
                            float rdelta, int nstep, bool mad, float *scale_out, float *min_out,
                            kk_recipe *rec)
 {
+    if (k_cpu_get()->avx512) {
+        kk_qkx_512(n, nmax, xt, wt, rmin, rdelta, nstep, mad, scale_out, min_out, rec);
+        return;
+    }
     __m256 La[KK_NV * 32], XM[KK_NV * 32];
     __m256 mn[KK_NV], mx[KK_NV], lo[KK_NV], sw[KK_NV], sx[KK_NV], mn0[KK_NV], degen[KK_NV];
     __m256 scale[KK_NV], best[KK_NV], bis[KK_NV], bmn[KK_NV];
@@ -1049,8 +1209,6 @@ KK_AVX2 static void kk_iq4nl_16(const float *const *xb, const float *const *qb,
  *
  * kk_iq4nl_16's operations in its order, lane for lane; the level search
  * reads each step's threshold from a 16-entry table with one permute. */
-#define KK_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2")))
-
 /* Thresholds of kk_iq4_index's four steps as tables indexed by the index so
  * far (T[k] = vals[k] + vals[k + 1]): step 8 reads T[7], step 4 T[idx + 3],
  * step 2 T[idx + 1], step 1 T[idx]; and the levels. */
