@@ -1,5 +1,5 @@
-/* k_kquants.c — AVX2 k-quant (Q2_K..Q6_K) and IQ4_NL quantizers, byte-identical
- * to quant/q_kquants.c and quant/q_quants.c.
+/* k_kquants.c — AVX2 and AVX-512 k-quant (Q2_K..Q6_K) and IQ4_NL quantizers,
+ * byte-identical to quant/q_kquants.c and quant/q_quants.c.
  *
  * Each search (make_qkx2/qkx3, make_qx, make_q3, the IQ4_NL scale search)
  * runs in the eight lanes of AVX2 registers, one sub-block (IQ4_NL: one
@@ -17,6 +17,10 @@
  * the end; lanes whose search would not update are masked. The small
  * per-super-block tails (scale packing, make_qp_quants on eight or sixteen
  * values) stay scalar, written in the reference's order.
+ *
+ * Where the CPU has AVX-512, the qkx, qx and IQ4_NL searches run with the
+ * sixteen lanes in one register (kk_*_512, the same operations lane for
+ * lane); make_q3 and the rest stay on AVX2.
  */
 #include "k_kquants.h"
 
@@ -541,6 +545,74 @@ KK_AVX2 static void kk_vmaxabs(int n, const float *xt, __m256 *mx, __m256 *degen
     }
 }
 
+/* kk_vmaxabs on 16 lanes: X[i] holds element i of every sub-block. */
+KK_AVX512 static void kk_vmaxabs16(int n, const __m512 *X, __m512 *mx, __mmask16 *degen)
+{
+    __m512 amax = _mm512_setzero_ps(), m = amax;
+    for (int i = 0; i < n; ++i) {
+        const __m512 ax = _mm512_abs_ps(X[i]);
+        const __mmask16 gt = _mm512_cmp_ps_mask(ax, amax, _CMP_GT_OQ);
+        amax = _mm512_mask_mov_ps(amax, gt, ax);
+        m = _mm512_mask_mov_ps(m, gt, X[i]);
+    }
+    *mx = m;
+    *degen = _mm512_cmp_ps_mask(amax, _mm512_set1_ps(Q_QH_GROUP_MAX_EPS), _CMP_LT_OQ);
+}
+
+/* kk_qx with the sixteen sub-blocks in one register. */
+KK_AVX512 static void kk_qx_512(int n, int nmax, const float *xt, const float *wt,
+                                float *scale_out, kk_recipe *rec)
+{
+    __m512 X[16], W[16], WX[16], mx;
+    __mmask16 degen;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 flo = _mm512_set1_ps((float)-nmax), fhi = _mm512_set1_ps((float)(nmax - 1));
+    for (int i = 0; i < n; ++i)
+        X[i] = kk_join16(xt, n, i);
+    kk_vmaxabs16(n, X, &mx, &degen);
+    for (int i = 0; i < n; ++i) {
+        W[i] = wt ? kk_join16(wt, n, i) : _mm512_mul_ps(X[i], X[i]);
+        WX[i] = _mm512_mul_ps(W[i], X[i]);
+    }
+    __m512 scale = zero, best = zero, bis = zero;
+    for (int is = -10; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        /* is == -10 stands for the first pass, iscale = -nmax / max */
+        const __m512 num = _mm512_set1_ps(is == -10 ? (float)-nmax : -(nmax + 0.1f * is));
+        const __m512 iscale = _mm512_div_ps(num, mx);
+        __m512 slx = zero, sl2 = zero;
+        for (int i = 0; i < n; ++i) {
+            __m512 lf = _mm512_roundscale_ps(_mm512_mul_ps(iscale, X[i]),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            lf = _mm512_max_ps(flo, _mm512_min_ps(fhi, lf));
+            slx = _mm512_add_ps(slx, _mm512_mul_ps(WX[i], lf));
+            sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(W[i], lf), lf));
+        }
+        if (is == -10) {
+            scale = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(sl2, zero, _CMP_NEQ_UQ), slx, sl2);
+            best = _mm512_mul_ps(scale, slx);
+            bis = iscale;
+            continue;
+        }
+        const __mmask16 upd = _mm512_cmp_ps_mask(sl2, zero, _CMP_GT_OQ) &
+                              _mm512_cmp_ps_mask(_mm512_mul_ps(slx, slx), _mm512_mul_ps(best, sl2),
+                                                 _CMP_GT_OQ);
+        if (!upd)
+            continue;
+        bis = _mm512_mask_mov_ps(bis, upd, iscale);
+        const __m512 ns = _mm512_div_ps(slx, sl2);
+        scale = _mm512_mask_mov_ps(scale, upd, ns);
+        best = _mm512_mask_mov_ps(best, upd, _mm512_mul_ps(ns, slx));
+    }
+    _mm512_storeu_ps(scale_out, _mm512_mask_mov_ps(scale, degen, zero));
+    _mm512_storeu_ps(rec->is, bis);
+    _mm512_storeu_ps(rec->mn, zero);
+    for (int k = 0; k < 16; ++k)
+        rec->dead[k] = (uint8_t)((degen >> k) & 1);
+    _mm256_zeroupper();
+}
+
 /* make_qx_quants (rmse_type 1) over 16 sub-blocks of n (<= 16) values;
  * weights wt, or x² when wt is NULL. Out: scale[16] and the recipe of the
  * levels (mn 0; L of the reference is clamp(nearest(is * x)) + nmax). A live
@@ -552,6 +624,10 @@ KK_AVX2 static void kk_vmaxabs(int n, const float *xt, __m256 *mx, __m256 *degen
 KK_AVX2 static void kk_qx(int n, int nmax, const float *xt, const float *wt, float *scale_out,
                           kk_recipe *rec)
 {
+    if (k_cpu_get()->avx512) {
+        kk_qx_512(n, nmax, xt, wt, scale_out, rec);
+        return;
+    }
     __m256 W[KK_NV * 16], WX[KK_NV * 16];
     __m256 mx[KK_NV], degen[KK_NV], scale[KK_NV], best[KK_NV], bis[KK_NV];
     const __m256 zero = _mm256_setzero_ps();
@@ -1274,20 +1350,11 @@ KK_AVX512 static void kk_iq4nl_16_512(const float *const *xb, const float *const
     /* element j of blocks 0-7 and 8-15 side by side */
     kk_transpose(xb, QK4_NL, xt);
     for (int j = 0; j < QK4_NL; ++j)
-        X[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(xt + j * 8)),
-                                  _mm256_load_ps(xt + (QK4_NL + j) * 8), 1);
+        X[j] = kk_join16(xt, QK4_NL, j);
     const __m512 zero = _mm512_setzero_ps();
-    /* the value of largest magnitude (the first on a tie), and blocks too
-     * small to quantize (kk_vmaxabs) */
-    __m512 amax = zero, mx = zero;
-    for (int j = 0; j < QK4_NL; ++j) {
-        const __m512 ax = _mm512_abs_ps(X[j]);
-        const __mmask16 gt = _mm512_cmp_ps_mask(ax, amax, _CMP_GT_OQ);
-        amax = _mm512_mask_mov_ps(amax, gt, ax);
-        mx = _mm512_mask_mov_ps(mx, gt, X[j]);
-    }
-    const __mmask16 degen =
-        _mm512_cmp_ps_mask(amax, _mm512_set1_ps(Q_QH_GROUP_MAX_EPS), _CMP_LT_OQ);
+    __m512 mx;
+    __mmask16 degen;
+    kk_vmaxabs16(QK4_NL, X, &mx, &degen);
     if (qb[0]) {
         _Alignas(32) float qt[KK_NV * QK4_NL * 8];
         kk_transpose(qb, QK4_NL, qt);
@@ -1296,8 +1363,7 @@ KK_AVX512 static void kk_iq4nl_16_512(const float *const *xb, const float *const
             s2 = _mm512_add_ps(s2, _mm512_mul_ps(X[j], X[j]));
         s2 = _mm512_mul_ps(s2, _mm512_set1_ps(2.f / QK4_NL));
         for (int j = 0; j < QK4_NL; ++j) {
-            const __m512 qw = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(qt + j * 8)),
-                                                 _mm256_load_ps(qt + (QK4_NL + j) * 8), 1);
+            const __m512 qw = kk_join16(qt, QK4_NL, j);
             W[j] = _mm512_mul_ps(qw, _mm512_sqrt_ps(_mm512_add_ps(s2, _mm512_mul_ps(X[j], X[j]))));
         }
     } else {
