@@ -477,7 +477,8 @@ kf_q8blocks(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
         float *yb = y ? y + 32 * b : NULL;
         int32_t *Lb = L ? L + 32 * b : NULL;
         const __m256 vmn = k == KF_Q4_1 || k == KF_Q5_1 ? _mm256_permutevar8x32_ps(m, lane) : zero;
-        const __m256 vmh = k == KF_Q4_1 || k == KF_Q5_1 ? _mm256_permutevar8x32_ps(mh, lane) : zero;
+        const __m256 vmh =
+            k == KF_Q4_1 || k == KF_Q5_1 ? _mm256_permutevar8x32_ps(mh, lane) : zero;
         __m256 bad = zero;
         for (int i = 0; i < 4; i++) {
             __m256 l = kf_lev8(k, _mm256_loadu_ps(xb + 8 * i), vid, vmn, &bad);
@@ -963,7 +964,8 @@ __attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc
         /* e = 0 (x on a grid point: nf4's and fp8's group maxima) is the
          * middle bin exactly, (0 + r) / 2r · 64 = 32, not worth a rebin */
         __m256 same = _mm256_cmp_ps(yf, xf, _CMP_EQ_OQ);
-        bv = _mm256_blendv_epi8(bv, _mm256_set1_epi32(Q_ERR_HIST_BINS / 2), _mm256_castps_si256(same));
+        bv = _mm256_blendv_epi8(bv, _mm256_set1_epi32(Q_ERR_HIST_BINS / 2),
+                                _mm256_castps_si256(same));
         int nm = _mm256_movemask_ps(_mm256_andnot_ps(same, near));
         if (__builtin_expect(nm != 0, 0)) {
             int32_t b[8];
@@ -1077,9 +1079,12 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
         kf_hist_avx2(a, p, x, y, c); /* the same c values; kf_acc_finish bins the rest */
     double t4[4];
     _mm256_storeu_pd(t4, mxa);
-    kf_tot t = {kf_hsum_pd(_mm256_add_pd(sa.w2, sb.w2)),     kf_hsum_pd(_mm256_add_pd(sa.q2, sb.q2)),
-                kf_hsum_pd(_mm256_add_pd(sa.wq, sb.wq)),     kf_hsum_pd(_mm256_add_pd(sa.e2, sb.e2)),
-                kf_hsum_pd(_mm256_add_pd(sa.iwe2, sb.iwe2)), kf_hsum_pd(_mm256_add_pd(sa.iww2, sb.iww2)),
+    kf_tot t = {kf_hsum_pd(_mm256_add_pd(sa.w2, sb.w2)),
+                kf_hsum_pd(_mm256_add_pd(sa.q2, sb.q2)),
+                kf_hsum_pd(_mm256_add_pd(sa.wq, sb.wq)),
+                kf_hsum_pd(_mm256_add_pd(sa.e2, sb.e2)),
+                kf_hsum_pd(_mm256_add_pd(sa.iwe2, sb.iwe2)),
+                kf_hsum_pd(_mm256_add_pd(sa.iww2, sb.iww2)),
                 fmax(fmax(t4[0], t4[1]), fmax(t4[2], t4[3]))};
     kf_acc_finish(a, &t, x, y, c, n, iw);
 }
@@ -1368,7 +1373,8 @@ kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_
           __m512 yf)
 {
     __m512 t = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(yf, xf), h->fr), h->finv);
-    __m512 f = _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    __m512 f =
+        _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
     __mmask16 near = _mm512_cmp_ps_mask(f, h->lo_edge, _CMP_LT_OQ) |
                      _mm512_cmp_ps_mask(f, h->hi_edge, _CMP_GT_OQ);
     t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), h->fcap);
@@ -1388,7 +1394,8 @@ kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_
         bv = _mm512_loadu_si512((const void *)b);
     }
     __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
-    const __m256i pi = _mm256_and_si256(_mm512_cvtepi64_epi32(pv), _mm256_set1_epi32(KF_PAIRS - 1));
+    const __m256i pi =
+        _mm256_and_si256(_mm512_cvtepi64_epi32(pv), _mm256_set1_epi32(KF_PAIRS - 1));
     kf_count4(p, _mm256_castsi256_si128(pi));
     kf_count4(p, _mm256_extracti128_si256(pi, 1));
 }

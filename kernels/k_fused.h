@@ -9,7 +9,8 @@
  *
  * SIMD (AVX2 with F16C; FMA in the metric sums only, never in quantization) is
  * used where k_cpu_get() reports all three and the caller did not force the
- * scalar path, in its AVX-512 form where the CPU has AVX-512 (F, BW, DQ, VL). A 32-block whose scale or levels fall outside the
+ * scalar path, in its AVX-512 form where the CPU has AVX-512 (F, BW, DQ, VL).
+ * A 32-block whose scale or levels fall outside the
  * range where the SIMD form provably equals the reference (subnormal or huge
  * maxima, f16 overflow) is done by the scalar reference instead.
  */

@@ -211,17 +211,18 @@ KK_AVX512 static inline __m512 kk_level16_int(__m512 t, int nmax)
 
 /* kk_qkx_sums on 16 lanes; exact: the levels by the integer path. */
 KK_AVX512 __attribute__((always_inline)) static inline void
-kk_qkx_sums16(int n, const __m512 *X, const __m512 *W, const __m512 *XM, __m512 iscale,
-              __m512 fnmax, int nmax, bool exact, bool lo, bool hi, __m512 *La, __m512 *sl,
-              __m512 *sl2, __m512 *sxl)
+kk_qkx_sums16(int n, const __m512 *X, const __m512 *W, __m512 mn, __m512 iscale, __m512 fnmax,
+              int nmax, bool exact, bool lo, bool hi, __m512 *La, __m512 *sl, __m512 *sl2,
+              __m512 *sxl)
 {
     __m512 a = _mm512_setzero_ps(), b = a, c = a;
     for (int i = 0; i < n; ++i) {
+        const __m512 xm = _mm512_sub_ps(X[i], mn); /* kk_qkx keeps these in XM */
         __m512 lf;
         if (exact) {
-            lf = kk_level16_int(_mm512_mul_ps(iscale, XM[i]), nmax);
+            lf = kk_level16_int(_mm512_mul_ps(iscale, xm), nmax);
         } else {
-            lf = _mm512_roundscale_ps(_mm512_mul_ps(iscale, XM[i]),
+            lf = _mm512_roundscale_ps(_mm512_mul_ps(iscale, xm),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             if (lo)
                 lf = _mm512_max_ps(lf, _mm512_setzero_ps());
@@ -243,7 +244,7 @@ KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *
                                  float rdelta, int nstep, bool mad, float *scale_out,
                                  float *min_out, kk_recipe *rec)
 {
-    __m512 X[32], W[32], La[32], XM[32];
+    __m512 X[32], W[32], La[32];
     const __m512 zero = _mm512_setzero_ps();
     const __m512 fnmax = _mm512_set1_ps((float)nmax);
     const __m512 big = _mm512_set1_ps(4194304.f), nbig = _mm512_set1_ps(-4194304.f);
@@ -268,7 +269,6 @@ KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *
     __m512 bis = iscale0, bmn = mn, best = zero;
     for (int i = 0; i < n; ++i) {
         const __m512 xm = _mm512_sub_ps(X[i], mn);
-        XM[i] = xm;
         const __m512 lf = kk_level16_int(_mm512_mul_ps(iscale0, xm), nmax);
         __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, lf), mn), X[i]);
         d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
@@ -289,21 +289,28 @@ KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *
             (__mmask16)(_mm512_cmp_ps_mask(thi, fhalf, _CMP_LT_OQ) | degen) != 0xffff;
         __m512 sl, sl2, sxl;
         if (outside)
-            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, true, false, false, La, &sl, &sl2, &sxl);
+            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, true, false, false, La, &sl,
+                          &sl2, &sxl);
         else if (need_lo && need_hi)
-            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, true, true, La, &sl, &sl2, &sxl);
+            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, true, true, La, &sl,
+                          &sl2, &sxl);
         else if (need_lo)
-            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, true, false, La, &sl, &sl2, &sxl);
+            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, true, false, La, &sl,
+                          &sl2, &sxl);
         else if (need_hi)
-            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, false, true, La, &sl, &sl2, &sxl);
+            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, false, true, La, &sl,
+                          &sl2, &sxl);
         else
-            kk_qkx_sums16(n, X, W, XM, iscale, fnmax, nmax, false, false, false, La, &sl, &sl2, &sxl);
+            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, false, false, La, &sl,
+                          &sl2, &sxl);
         const __m512 D = _mm512_sub_ps(_mm512_mul_ps(sw, sl2), _mm512_mul_ps(sl, sl));
         const __mmask16 dpos = _mm512_cmp_ps_mask(D, zero, _CMP_GT_OQ);
         if (!dpos)
             continue;
-        __m512 ts = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sw, sxl), _mm512_mul_ps(sx, sl)), D);
-        __m512 tm = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sl2, sx), _mm512_mul_ps(sl, sxl)), D);
+        __m512 ts =
+            _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sw, sxl), _mm512_mul_ps(sx, sl)), D);
+        __m512 tm =
+            _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sl2, sx), _mm512_mul_ps(sl, sxl)), D);
         const __mmask16 mpos = _mm512_cmp_ps_mask(tm, zero, _CMP_GT_OQ);
         tm = _mm512_mask_mov_ps(tm, mpos, zero);
         if (mpos) /* a fitted min above 0: rare */
@@ -322,8 +329,6 @@ KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *
         best = _mm512_mask_mov_ps(best, upd, err);
         scale = _mm512_mask_mov_ps(scale, upd, ts);
         mn = _mm512_mask_mov_ps(mn, upd, tm);
-        for (int i = 0; i < n; ++i)
-            XM[i] = _mm512_sub_ps(X[i], mn);
     }
 
     _mm512_storeu_ps(scale_out, _mm512_mask_mov_ps(scale, degen, zero));
