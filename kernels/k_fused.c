@@ -1,9 +1,10 @@
 /* k_fused.c — fused fake-quant + metrics kernels (see k_fused.h).
  *
- * Exactness. The AVX2 forms do, lane by lane, the float operations of the
- * scalar references in the same order and precision: separate multiplies and
- * adds (the quantizers are compiled for AVX2 without FMA, and -std=c11
- * disables contraction),
+ * Exactness. The AVX2 and AVX-512 forms do, lane by lane, the float
+ * operations of the scalar references in the same order and precision:
+ * separate multiplies and adds (the AVX2 quantizers are compiled without FMA;
+ * the AVX-512 target includes FMA for the metric sums, and -std=c11 disables
+ * contraction, so only the explicit _fmadd_ calls of the sums fuse),
  * divisions where the reference divides, 1/d computed once in scalar as the
  * reference does. roundf (half away from zero) is built from truncation: with
  * t = trunc(p), p - t is exact, and r = t + sign(p) when |p - t| >= 0.5.
@@ -12,7 +13,8 @@
  * scalar reference, so every block's values equal the reference's.
  *
  * Metrics: per row in double like q_metrics_add, the SIMD path summing with
- * FMA in two sets of four lanes (differences in the last bits only); the
+ * FMA in two sets of four lanes (eight with AVX-512; differences in the last
+ * bits only); the
  * histogram bin of every error equals q_metrics' (computed in float, values
  * near a bin edge rebinned with its double formula), so the counts are equal.
  */
