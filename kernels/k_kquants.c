@@ -240,9 +240,9 @@ kk_qkx_sums16(int n, const __m512 *X, const __m512 *W, __m512 mn, __m512 iscale,
     *sxl = c;
 }
 
-KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *wt, float rmin,
-                                 float rdelta, int nstep, bool mad, float *scale_out,
-                                 float *min_out, kk_recipe *rec)
+KK_AVX512 __attribute__((always_inline)) static inline void
+kk_qkx_512_body(int n, int nmax, const float *xt, const float *wt, float rmin, float rdelta,
+                int nstep, const bool mad, float *scale_out, float *min_out, kk_recipe *rec)
 {
     __m512 X[32], W[32], La[32];
     const __m512 zero = _mm512_setzero_ps();
@@ -339,6 +339,18 @@ KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *
     for (int k = 0; k < 16; ++k)
         rec->dead[k] = (uint8_t)((degen >> k) & 1);
     _mm256_zeroupper();
+}
+
+/* One copy of the search per error measure (mad: q2_k's weighted absolute
+ * error), so the error loop has no test. */
+KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *wt, float rmin,
+                                 float rdelta, int nstep, bool mad, float *scale_out,
+                                 float *min_out, kk_recipe *rec)
+{
+    if (mad)
+        kk_qkx_512_body(n, nmax, xt, wt, rmin, rdelta, nstep, true, scale_out, min_out, rec);
+    else
+        kk_qkx_512_body(n, nmax, xt, wt, rmin, rdelta, nstep, false, scale_out, min_out, rec);
 }
 
 /* make_qkx2_quants / make_qkx3_quants over 16 sub-blocks of n (<= 32)
