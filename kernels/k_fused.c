@@ -765,15 +765,11 @@ KF_AVX2 static void kf_range_avx2(const float *x, int64_t n, float *lo, float *h
     kf_range_finish(x, i, n, kf_hmin(a), kf_hmax(b), lo, hi);
 }
 
+/* y = the grid's values of x for p->s > 0 (kf_grid_apply handles s = 0). */
 KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const float *x,
                                        float *y, int64_t n)
 {
     int64_t i = 0;
-    if (!(p->s > 0.0f)) {
-        for (; i < n; i++)
-            y[i] = 0.0f;
-        return;
-    }
     const __m256 s = _mm256_set1_ps(p->s), z = _mm256_set1_ps(p->z);
     const __m256 qlo = _mm256_set1_ps(g->qlo), qhi = _mm256_set1_ps(g->qhi);
     const __m256 zero = _mm256_setzero_ps(), inv = _mm256_set1_ps(p->inv);
@@ -936,6 +932,15 @@ static inline int32_t kf_bin_exact(float x, float y, double range)
     return !(t >= 0.0) ? 0 : t >= Q_ERR_HIST_BINS ? Q_ERR_HIST_BINS - 1 : (int32_t)t;
 }
 
+/* Bins again by the exact formula the lanes of b set in nm (errors y - x). */
+static void kf_rebin(int32_t *b, unsigned nm, const float *x, const float *y, double range)
+{
+    for (; nm; nm &= nm - 1) {
+        int l = __builtin_ctz(nm);
+        b[l] = kf_bin_exact(x[l], y[l], range);
+    }
+}
+
 /* Histogram bins of e = y - x, 8 values per step: t = (e + range) * 64 /
  * (2 range) in float, within 2e-5 of q_metrics' double t (float rounding of
  * e, of the sum and of the reciprocal: a few ulps of at most 64); a lane whose
@@ -972,11 +977,7 @@ __attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc
         if (__builtin_expect(nm != 0, 0)) {
             int32_t b[8];
             _mm256_storeu_si256((__m256i *)(void *)b, bv);
-            while (nm) {
-                int l = __builtin_ctz((unsigned)nm);
-                b[l] = kf_bin_exact(x[c + l], y[c + l], range);
-                nm &= nm - 1;
-            }
+            kf_rebin(b, (unsigned)nm, x + c, y + c, range);
             bv = _mm256_loadu_si256((const __m256i *)(const void *)b);
         }
         __m256i pv = _mm256_or_si256(bv, _mm256_srli_epi64(bv, 26));
@@ -1274,11 +1275,6 @@ KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, cons
                                         float *y, int64_t n)
 {
     int64_t i = 0;
-    if (!(p->s > 0.0f)) {
-        for (; i < n; i++)
-            y[i] = 0.0f;
-        return;
-    }
     const __m512 s = _mm512_set1_ps(p->s), z = _mm512_set1_ps(p->z);
     const __m512 qlo = _mm512_set1_ps(g->qlo), qhi = _mm512_set1_ps(g->qhi);
     const __m512 zero = _mm512_setzero_ps(), inv = _mm512_set1_ps(p->inv);
@@ -1387,12 +1383,7 @@ kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_
     if (__builtin_expect(near != 0, 0)) {
         int32_t b[16];
         _mm512_storeu_si512((void *)b, bv);
-        unsigned nm = near;
-        while (nm) {
-            int l = __builtin_ctz(nm);
-            b[l] = kf_bin_exact(x[c + l], y[c + l], h->range);
-            nm &= nm - 1;
-        }
+        kf_rebin(b, near, x + c, y + c, h->range);
         bv = _mm512_loadu_si512((const void *)b);
     }
     __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
@@ -1490,6 +1481,19 @@ KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)
     return bad;
 }
 
+/* A group's values: zeros for a zero scale (the kernels need s > 0), else the
+ * AVX2 or (wide) AVX-512 kernel. */
+static void kf_grid_apply(const kf_grid *g, const kf_gpar *p, const float *x, float *y,
+                          int64_t n, bool wide)
+{
+    if (!(p->s > 0.0f))
+        memset(y, 0, (size_t)n * sizeof *y);
+    else if (wide)
+        kf_grid_apply_512(g, p, x, y, n);
+    else
+        kf_grid_apply_avx2(g, p, x, y, n);
+}
+
 /* One row of a grid format on the AVX2 or (wide) AVX-512 kernels. */
 static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
 {
@@ -1498,25 +1502,19 @@ static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
     const int64_t n = k->cols;
     if (k->spec.group < 0) { /* one scale for the tensor */
         kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);
-        if (wide)
-            kf_grid_apply_512(&g, &p, x, y, n);
-        else
-            kf_grid_apply_avx2(&g, &p, x, y, n);
+        kf_grid_apply(&g, &p, x, y, n, wide);
         return;
     }
     const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
     for (int64_t c = 0; c < n; c += gs) {
         int64_t len = n - c < gs ? n - c : gs;
         float lo, hi;
-        if (wide) {
+        if (wide)
             kf_range_512(x + c, len, &lo, &hi);
-            kf_gpar p = kf_grid_params(&g, lo, hi);
-            kf_grid_apply_512(&g, &p, x + c, y + c, len);
-        } else {
+        else
             kf_range_avx2(x + c, len, &lo, &hi);
-            kf_gpar p = kf_grid_params(&g, lo, hi);
-            kf_grid_apply_avx2(&g, &p, x + c, y + c, len);
-        }
+        kf_gpar p = kf_grid_params(&g, lo, hi);
+        kf_grid_apply(&g, &p, x + c, y + c, len, wide);
     }
 }
 #endif /* KF_X86 */

@@ -83,6 +83,22 @@ static void add_scalar(k_moments *m, const void *src, k_src type, int64_t i0, in
     m->s4 += s4;
 }
 
+/* The values of the SIMD block at i whose bits are set in far (far from the
+ * pivot by the vector test, or not finite) become candidates as the scalar
+ * path decides (thr may be NaN); false when one is NaN or Inf. */
+static bool add_far(k_moments *m, const void *src, k_src type, int64_t i, uint64_t far,
+                    float pivot, float thr)
+{
+    for (; far; far &= far - 1) {
+        float x = src_at(src, type, i + __builtin_ctzll(far));
+        if (!isfinite(x))
+            return false;
+        if (fabsf(x - pivot) > thr)
+            add_cand(m, x);
+    }
+    return true;
+}
+
 #if K_X86
 /* Loads 8 elements of src at i as floats. */
 __attribute__((target("avx2,f16c"))) static inline __m256 load8(const void *src, k_src type,
@@ -151,14 +167,8 @@ add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float 
             acc_add(&a, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), dpivot));
             acc_add(&b, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), dpivot));
         }
-        while (__builtin_expect(far != 0, 0)) {
-            float x = src_at(src, type, i + __builtin_ctzll(far));
-            if (!isfinite(x))
-                return false;
-            if (fabsf(x - pivot) > thr) /* as the scalar path decides (thr may be NaN) */
-                add_cand(m, x);
-            far &= far - 1;
-        }
+        if (__builtin_expect(far != 0, 0) && !add_far(m, src, type, i, far, pivot, thr))
+            return false;
     }
     m->s1 += hsum(_mm256_add_pd(a.s1, b.s1));
     m->s2 += hsum(_mm256_add_pd(a.s2, b.s2));
@@ -246,14 +256,8 @@ K_AVX512 static inline bool add_avx512_body(k_moments *m, const void *src, const
             acc8_add(&a, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), dpivot));
             acc8_add(&b, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)), dpivot));
         }
-        while (__builtin_expect(far != 0, 0)) {
-            float x = src_at(src, type, i + __builtin_ctzll(far));
-            if (!isfinite(x))
-                return false;
-            if (fabsf(x - pivot) > thr)
-                add_cand(m, x);
-            far &= far - 1;
-        }
+        if (__builtin_expect(far != 0, 0) && !add_far(m, src, type, i, far, pivot, thr))
+            return false;
     }
     m->s1 += hsum8(_mm512_add_pd(a.s1, b.s1));
     m->s2 += hsum8(_mm512_add_pd(a.s2, b.s2));
