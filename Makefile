@@ -27,7 +27,9 @@ endif
 CPPFLAGS += -D_GNU_SOURCE -Iquant -Ikernels -Ianalysis -Itui
 SAN      ?=
 CFLAGS   += -std=c11 $(OPT) -g -fopenmp $(WARN) -MMD -MP $(SAN)
-LDLIBS   += -ljansson -lcsv -lm -lopenblas -lreadline -lncursesw -lpthread
+# --as-needed: a binary that calls no BLAS does not load OpenBLAS (and its thread
+# pool) at all; see an_forward.c for the binaries that do.
+LDLIBS   += -Wl,--as-needed -ljansson -lcsv -lm -lopenblas -lreadline -lncursesw -lpthread
 LDFLAGS  += -fopenmp $(SAN)
 
 ifeq ($(V),1)

@@ -472,9 +472,7 @@ q_status an_fwd_eval(an_fwd *f, const int32_t *tokens, int64_t T, float *logits,
             const float *W;
             if ((st = fw_get(f, ow, true, &W, err)) != Q_OK)
                 goto done;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)c->n_vocab,
-                        (int)dim, 1.0f, xb, (int)dim, W, (int)dim, 0.0f, logits,
-                        (int)c->n_vocab);
+            fw_gemm_nt(n, c->n_vocab, dim, xb, W, logits);
         } else if ((st = fw_linear(f, ow, xb, logits, n, err)) != Q_OK) {
             goto done;
         }
@@ -520,6 +518,20 @@ q_status an_fwd_greedy(an_fwd *f, const int32_t *prompt, int64_t n_prompt, int32
     free(logits);
     *n_out = n;
     return st;
+}
+
+/* blas_thread_shutdown_ stops the worker pool of OpenBLAS's pthreads build (the
+ * library itself calls it before fork); only that build exports it, hence the
+ * weak reference: with another build it is NULL and there is no pool. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
+void an_blas_one_thread(void)
+{
+    if (getenv("OPENBLAS_NUM_THREADS"))
+        return; /* the user's choice */
+    openblas_set_num_threads(1);
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
 }
 
 void an_set_threads(int n)

@@ -82,4 +82,14 @@ q_status an_fwd_greedy(an_fwd *f, const int32_t *prompt, int64_t n_prompt, int32
  * cores). Without this call OpenBLAS threads each product on its own. n < 1: no-op. */
 void an_set_threads(int n);
 
+/* Sets OpenBLAS to one thread and stops its worker pool, unless the user set
+ * OPENBLAS_NUM_THREADS. Debian's default (pthreads) OpenBLAS starts the pool when
+ * it loads, and the workers spin for about 0.1 s before they sleep: on two cores
+ * that takes a core from the first work of every run (inspect of 1.7 GB: 0.21 s
+ * instead of 0.17 s). The forward pass then splits its products over OpenMP, as
+ * after an_set_threads. qtune's main() calls it first. (Debian's sequential
+ * OpenBLAS is no way out: it is not safe to call from several threads at once;
+ * tried, the --kld figures came out wrong under load.) */
+void an_blas_one_thread(void);
+
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "an_forward.h"
 #include "cli.h"
 #include "k_cuda.h"
 #include "tui.h"
@@ -52,7 +53,8 @@ static void note_gpu(void)
 
 int main(int argc, char **argv)
 {
-    k_init(); /* fast kernels into the format traits and q_preview */
+    an_blas_one_thread(); /* one thread pool in qtune: OpenMP's */
+    k_init();             /* fast kernels into the format traits and q_preview */
     if (argc < 2) {
         usage(stderr);
         return 64;
