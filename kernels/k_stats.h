@@ -1,8 +1,9 @@
 /* k_stats.h — moment accumulation over raw tensor data (f32, f16, bf16), the hot
- * loop of `qtune inspect`. One pass computes shifted power sums (in double) for
- * mean, std and kurtosis, min/max, NaN/Inf counts, and collects the values that
- * lie far from a pivot (candidates for the outlier count). AVX2/F16C paths are
- * chosen at run time; the scalar path is the reference.
+ * loop of `qtune inspect`. One pass computes shifted power sums for mean, std
+ * and kurtosis, min/max, NaN/Inf counts, and collects the values that lie far
+ * from a pivot (candidates for the outlier count). AVX2/F16C and AVX-512 paths
+ * are chosen at run time; the scalar path, which sums in double, is the
+ * reference.
  */
 #ifndef K_STATS_H
 #define K_STATS_H
@@ -29,8 +30,12 @@ typedef enum k_src { K_SRC_F32, K_SRC_F16, K_SRC_BF16 } k_src;
 void k_moments_init(k_moments *m, float *cand, int64_t cand_cap);
 
 /* Accumulates n elements of src (of element type type) into m, with d = x - pivot
- * and candidates |d| > thr. Results do not depend on which SIMD path runs beyond
- * floating-point summation order (the sums are in double). */
+ * and candidates |d| > thr (computed in float, as fabsf(x - pivot) > thr). Counts,
+ * min/max and the candidates (in order) do not depend on the path. The SIMD
+ * paths sum in float over at most 16 values per lane, flushed to double, so
+ * each sum s_k is within 2^-19 Σ|d|^k of the scalar one; thr also sets their
+ * scaling (d is summed as d 2^-e with thr = f 2^e, f in [0.5, 1)), so a thr of
+ * the data's scale (a few standard deviations) keeps them on the fast path. */
 void k_moments_add(k_moments *m, const void *src, k_src type, int64_t n, float pivot, float thr);
 
 /* Adds the sums of b into a (candidates are not merged). */

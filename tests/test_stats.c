@@ -1,7 +1,16 @@
 /* test_stats.c — an_tensor_stats and k_moments against a two-pass long double
  * reference, on generated heavy-tailed data, all dtypes read directly, both
- * SIMD paths, 1 and 2 threads, NaN/Inf, constant and all-zero tensors, and the
- * second-pass fallback of the outlier count. */
+ * SIMD paths, 1 and 2 threads, NaN/Inf, constant and all-zero tensors, data at
+ * extreme scales, and the second-pass fallback of the outlier count.
+ *
+ * Bounds. The scalar path sums in double: mean and std within 1e-9 σ of the
+ * reference, kurtosis within 1e-7 relative. The SIMD paths sum in float over at
+ * most 16 values per lane before each flush to double (kernels/k_stats.c):
+ * about 22 float roundings per value in the worst case, so each power sum
+ * s_k = Σ d^k lies within SUM_TOL = 2^-19 (32 roundings) of Σ |d|^k of the
+ * scalar one; with the pivot near the mean that gives mean and std within
+ * 2e-6 σ and the kurtosis within 1e-5 relative (three sums' worth). */
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -82,7 +91,16 @@ static q_tensor make_tensor(void *data, uint32_t dtype, int64_t rows, int64_t co
     return t;
 }
 
-static void check_against(const an_stats *s, const ref_stats *r)
+#define SUM_TOL 0x1p-19
+
+typedef struct tol {
+    double mean, std, kurt; /* mean and std in units of σ, kurtosis relative */
+} tol;
+
+static const tol TOL_SCALAR = {1e-9, 1e-9, 1e-7};
+static const tol TOL_SIMD = {2e-6, 2e-6, 1e-5};
+
+static void check_against(const an_stats *s, const ref_stats *r, const tol *tl)
 {
     assert_int_equal(s->n, r->n);
     assert_int_equal(s->n_nan, r->nan);
@@ -90,11 +108,11 @@ static void check_against(const an_stats *s, const ref_stats *r)
     if (s->min != r->min || s->max != r->max)
         fail_msg("min %.9g/%.9g max %.9g/%.9g", s->min, (double)r->min, s->max, (double)r->max);
     double scale = fmax((double)r->std, 1e-30);
-    if (fabs(s->mean - (double)r->mean) > 1e-9 * scale + 1e-12 * fabs((double)r->mean))
+    if (fabs(s->mean - (double)r->mean) > tl->mean * scale + 1e-12 * fabs((double)r->mean))
         fail_msg("mean %.17g vs %.17Lg", s->mean, r->mean);
-    if (fabs(s->std - (double)r->std) > 1e-9 * scale)
+    if (fabs(s->std - (double)r->std) > tl->std * scale)
         fail_msg("std %.17g vs %.17Lg", s->std, r->std);
-    if (fabs(s->kurtosis - (double)r->kurt) > 1e-7 * fmax(1, (double)r->kurt))
+    if (fabs(s->kurtosis - (double)r->kurt) > tl->kurt * fmax(1, (double)r->kurt))
         fail_msg("kurtosis %.17g vs %.17Lg", s->kurtosis, r->kurt);
     assert_int_equal(s->n_outliers, r->outliers);
     assert_true(s->absmax == fmax(fabs(r->min), fabs(r->max)));
@@ -113,8 +131,9 @@ static void run_f32(float *x, int64_t rows, int64_t cols, int expect_passes)
         assert_int_equal(an_tensor_stats(&t, &s1, &err), Q_OK);
         omp_set_num_threads(2);
         assert_int_equal(an_tensor_stats(&t, &s2, &err), Q_OK);
-        check_against(&s1, &r);
-        check_against(&s2, &r);
+        const tol *tl = scalar ? &TOL_SCALAR : &TOL_SIMD;
+        check_against(&s1, &r, tl);
+        check_against(&s2, &r, tl);
         /* Chunk sums are merged in chunk order: thread count changes nothing. */
         assert_memory_equal(&s1, &s2, sizeof s1);
         if (expect_passes)
@@ -256,7 +275,7 @@ static void test_f16_bf16(void **state)
             an_stats s;
             q_err err;
             assert_int_equal(an_tensor_stats(&t, &s, &err), Q_OK);
-            check_against(&s, &r);
+            check_against(&s, &r, scalar ? &TOL_SCALAR : &TOL_SIMD);
         }
         k_stats_force_scalar(false);
     }
@@ -266,18 +285,58 @@ static void test_f16_bf16(void **state)
     free(xb);
 }
 
-/* k_moments_add itself, SIMD against scalar, at lengths around the 64-value
- * block: the same counts, min/max and candidates in the same order, sums equal
- * up to summation order; NaN/Inf anywhere in a block send it to the scalar
- * path; a NaN threshold collects nothing on either path. */
+/* One k_moments_add on the SIMD path against the scalar path: the same counts,
+ * min/max and candidates in the same order; each sum within SUM_TOL Σ |d|^k
+ * (plus 1e-13 n sd^k for the double parts' order). Returns the candidates. */
+static int64_t compare_paths(const void *src, k_src type, const float *x, int64_t n, float pivot,
+                             float thr)
+{
+    enum { CAP = 5000 };
+    static float cs[CAP], cv[CAP];
+    k_moments ms, mv;
+    k_moments_init(&ms, cs, CAP);
+    k_moments_init(&mv, cv, CAP);
+    k_stats_force_scalar(true);
+    k_moments_add(&ms, src, type, n, pivot, thr);
+    k_stats_force_scalar(false);
+    k_moments_add(&mv, src, type, n, pivot, thr);
+    assert_int_equal(mv.n, ms.n);
+    assert_int_equal(mv.n_nan, ms.n_nan);
+    assert_int_equal(mv.n_inf, ms.n_inf);
+    assert_true(mv.min == ms.min && mv.max == ms.max);
+    assert_int_equal(mv.n_cand, ms.n_cand);
+    assert_memory_equal(cv, cs, (size_t)ms.n_cand * sizeof *cs);
+    double abs_sum[4] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i]))
+            continue;
+        double d = fabs((double)x[i] - (double)pivot);
+        for (int k = 0; k < 4; k++)
+            abs_sum[k] += pow(d, k + 1);
+    }
+    const double *sv[] = {&mv.s1, &mv.s2, &mv.s3, &mv.s4};
+    const double *ss[] = {&ms.s1, &ms.s2, &ms.s3, &ms.s4};
+    double sd = sqrt(ms.s2 / (double)(ms.n > 0 ? ms.n : 1));
+    for (int k = 0; k < 4; k++) {
+        double bound = SUM_TOL * abs_sum[k] + 1e-13 * (double)ms.n * pow(sd, k + 1) + 1e-300;
+        if (!(fabs(*sv[k] - *ss[k]) <= bound))
+            fail_msg("s%d: simd %.17g scalar %.17g (n %lld, bound %.3g)", k + 1, *sv[k], *ss[k],
+                     (long long)n, bound);
+    }
+    return ms.n_cand;
+}
+
+/* k_moments_add itself at lengths around the SIMD vector, block and group
+ * sizes; NaN/Inf anywhere send the call to the scalar path; a NaN threshold
+ * collects nothing on either path. */
 static void test_moments_paths(void **state)
 {
     (void)state;
-    static const int64_t lens[] = {0, 1, 7, 8, 63, 64, 65, 127, 128, 200, 1000, 4097};
-    const int64_t cap = 5000;
-    float *x = malloc(5000 * sizeof *x);
+    static const int64_t lens[] = {0,   1,   7,   8,   63,  64,   65,   127,
+                                   128, 200, 255, 256, 257, 1000, 4097, 5000};
+    float *x = malloc(5000 * sizeof *x), *xh = malloc(5000 * sizeof *xh);
+    float *xb = malloc(5000 * sizeof *xb);
     uint16_t *h = malloc(5000 * sizeof *h), *b = malloc(5000 * sizeof *b);
-    float *cs = malloc((size_t)cap * sizeof *cs), *cv = malloc((size_t)cap * sizeof *cv);
     rng_state = 11;
     for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
         for (int poison = 0; poison < 3; poison++) {
@@ -291,46 +350,59 @@ static void test_moments_paths(void **state)
             for (int64_t i = 0; i < n; i++) {
                 h[i] = q_f32_to_f16(x[i]);
                 b[i] = q_f32_to_bf16(x[i]);
+                xh[i] = q_f16_to_f32(h[i]);
+                xb[i] = q_bf16_to_f32(b[i]);
             }
             const void *srcs[] = {x, h, b};
+            const float *vals[] = {x, xh, xb};
             const k_src types[] = {K_SRC_F32, K_SRC_F16, K_SRC_BF16};
-            const float thrs[] = {0.04f, NAN};
             for (int ti = 0; ti < 3; ti++) {
-                for (int hi = 0; hi < 2; hi++) {
-                    k_moments ms, mv;
-                    k_moments_init(&ms, cs, cap);
-                    k_moments_init(&mv, cv, cap);
-                    k_stats_force_scalar(true);
-                    k_moments_add(&ms, srcs[ti], types[ti], n, 0.001f, thrs[hi]);
-                    k_stats_force_scalar(false);
-                    k_moments_add(&mv, srcs[ti], types[ti], n, 0.001f, thrs[hi]);
-                    assert_int_equal(mv.n, ms.n);
-                    assert_int_equal(mv.n_nan, ms.n_nan);
-                    assert_int_equal(mv.n_inf, ms.n_inf);
-                    assert_true(mv.min == ms.min && mv.max == ms.max);
-                    assert_int_equal(mv.n_cand, ms.n_cand);
-                    assert_memory_equal(cv, cs, (size_t)ms.n_cand * sizeof *cs);
-                    if (hi == 1)
-                        assert_int_equal(ms.n_cand, 0);
-                    else if (n >= 1000)
-                        assert_true(ms.n_cand > 0); /* the test reaches the candidate path */
-                    const double *sv[] = {&mv.s1, &mv.s2, &mv.s3, &mv.s4};
-                    const double *ss[] = {&ms.s1, &ms.s2, &ms.s3, &ms.s4};
-                    /* scale of the k-th sum: n sd^k (s1 and s3 cancel) */
-                    double sd = sqrt(ms.s2 / (double)(ms.n > 0 ? ms.n : 1));
-                    for (int k = 0; k < 4; k++) {
-                        double scale = (double)ms.n * pow(sd, k + 1) + 1e-300;
-                        assert_true(fabs(*sv[k] - *ss[k]) <= 1e-13 * scale);
-                    }
-                }
+                int64_t nc = compare_paths(srcs[ti], types[ti], vals[ti], n, 0.001f, 0.04f);
+                if (n >= 1000)
+                    assert_true(nc > 0); /* the test reaches the candidate path */
+                assert_int_equal(compare_paths(srcs[ti], types[ti], vals[ti], n, 0.001f, NAN), 0);
             }
         }
     }
     free(x);
+    free(xh);
+    free(xb);
     free(h);
     free(b);
-    free(cs);
-    free(cv);
+}
+
+/* Data far from 1 in scale, f32 and bf16. With the threshold of the data's
+ * scale the SIMD path scales d into float's comfortable range (up to 2^100);
+ * with a threshold that gives no scale (NaN, FLT_MAX) or one past 2^±100, d^4
+ * overflows (scale 1e20) or underflows (1e-20, 1e-30) in float, and the group
+ * must be summed again in double. A pivot far off the data (1e6 σ) too. */
+static void test_moments_scales(void **state)
+{
+    (void)state;
+    enum { N = 4097 };
+    float *x = malloc(N * sizeof *x), *xb = malloc(N * sizeof *xb);
+    uint16_t *b = malloc(N * sizeof *b);
+    static const double scales[] = {1e-30, 1e-20, 1e-10, 1e10, 1e20, 1e30};
+    rng_state = 12;
+    for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
+        float sc = (float)scales[si];
+        for (int64_t i = 0; i < N; i++) {
+            x[i] = sc * 0.02f * (float)student_t();
+            b[i] = q_f32_to_bf16(x[i]);
+            xb[i] = q_bf16_to_f32(b[i]);
+        }
+        const float thrs[] = {sc * 0.09f, NAN, FLT_MAX};
+        const float pivots[] = {0.001f * sc, 2e4f * sc};
+        for (int pi = 0; pi < 2; pi++) {
+            for (int ti = 0; ti < 3; ti++) {
+                compare_paths(x, K_SRC_F32, x, N, pivots[pi], thrs[ti]);
+                compare_paths(b, K_SRC_BF16, xb, N, pivots[pi], thrs[ti]);
+            }
+        }
+    }
+    free(x);
+    free(xb);
+    free(b);
 }
 
 static void test_unreadable(void **state)
@@ -370,7 +442,7 @@ int main(void)
         cmocka_unit_test(test_nonfinite),         cmocka_unit_test(test_constant_and_zero),
         cmocka_unit_test(test_second_pass),       cmocka_unit_test(test_f16_bf16),
         cmocka_unit_test(test_unreadable),        cmocka_unit_test(test_moments_paths),
-        cmocka_unit_test(test_path),
+        cmocka_unit_test(test_moments_scales),    cmocka_unit_test(test_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
