@@ -32,8 +32,8 @@ void k_moments_init(k_moments *m, float *cand, int64_t cand_cap);
 /* Accumulates n elements of src (of element type type) into m, with d = x - pivot
  * and candidates |d| > thr (computed in float, as fabsf(x - pivot) > thr). Counts,
  * min/max and the candidates (in order) do not depend on the path. The SIMD
- * paths sum in float over at most 16 values per lane, flushed to double, so
- * each sum s_k is within 2^-19 Σ|d|^k of the scalar one; thr also sets their
+ * paths sum in float over at most 32 values per lane, flushed to double, so
+ * each sum s_k is within 2^-18 Σ|d|^k of the scalar one; thr also sets their
  * scaling (d is summed as d 2^-e with thr = f 2^e, f in [0.5, 1)), so a thr of
  * the data's scale (a few standard deviations) keeps them on the fast path. */
 void k_moments_add(k_moments *m, const void *src, k_src type, int64_t n, float pivot, float thr);

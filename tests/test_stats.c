@@ -5,11 +5,12 @@
  *
  * Bounds. The scalar path sums in double: mean and std within 1e-9 σ of the
  * reference, kurtosis within 1e-7 relative. The SIMD paths sum in float over at
- * most 16 values per lane before each flush to double (kernels/k_stats.c):
- * about 22 float roundings per value in the worst case, so each power sum
- * s_k = Σ d^k lies within SUM_TOL = 2^-19 (32 roundings) of Σ |d|^k of the
+ * most 32 values per lane before each flush to double (kernels/k_stats.c):
+ * about 38 float roundings per value in the worst case, so each power sum
+ * s_k = Σ d^k lies within SUM_TOL = 2^-18 (64 roundings) of Σ |d|^k of the
  * scalar one; with the pivot near the mean that gives mean and std within
- * 2e-6 σ and the kurtosis within 1e-5 relative (three sums' worth). */
+ * 4e-6 σ and the kurtosis within 2e-5 relative (three sums' worth). The
+ * errors seen are near 1e-8. */
 #include <float.h>
 #include <math.h>
 #include <omp.h>
@@ -91,14 +92,14 @@ static q_tensor make_tensor(void *data, uint32_t dtype, int64_t rows, int64_t co
     return t;
 }
 
-#define SUM_TOL 0x1p-19
+#define SUM_TOL 0x1p-18
 
 typedef struct tol {
     double mean, std, kurt; /* mean and std in units of σ, kurtosis relative */
 } tol;
 
 static const tol TOL_SCALAR = {1e-9, 1e-9, 1e-7};
-static const tol TOL_SIMD = {2e-6, 2e-6, 1e-5};
+static const tol TOL_SIMD = {4e-6, 4e-6, 2e-5};
 
 static void check_against(const an_stats *s, const ref_stats *r, const tol *tl)
 {

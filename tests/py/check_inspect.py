@@ -3,9 +3,9 @@ llama.cpp's own Python reader (the `gguf` package) or plain numpy for
 safetensors, computes every statistic in float64 with numpy, and compares.
 
 usage: check_inspect.py QTUNE MODEL...
-Tolerances: min, max, absmax, counts exact; mean and std within 2e-6 of the
-std, kurtosis within 1e-5 relative: qtune's SIMD moment pass sums shifted
-powers in float over at most 16 values per lane before each flush to double
+Tolerances: min, max, absmax, counts exact; mean and std within 4e-6 of the
+std, kurtosis within 2e-5 relative: qtune's SIMD moment pass sums shifted
+powers in float over at most 32 values per lane before each flush to double
 (the bound of kernels/k_stats.c and tests/test_stats.c); the figures seen are
 near 1e-8."""
 import json
@@ -109,9 +109,9 @@ def check(qtune, path):
                     errs.append(f"{k} {got[k]!r} vs {ref[k]!r}")
             scale = max(ref["std"], 1e-300)
             for k in ("mean", "std"):
-                if abs(got[k] - ref[k]) > 2e-6 * scale + 1e-15 * abs(ref[k]):
+                if abs(got[k] - ref[k]) > 4e-6 * scale + 1e-15 * abs(ref[k]):
                     errs.append(f"{k} {got[k]!r} vs {ref[k]!r}")
-            if abs(got["kurtosis"] - ref["kurtosis"]) > 1e-5 * max(1.0, ref["kurtosis"]):
+            if abs(got["kurtosis"] - ref["kurtosis"]) > 2e-5 * max(1.0, ref["kurtosis"]):
                 errs.append(f"kurtosis {got['kurtosis']!r} vs {ref['kurtosis']!r}")
             if got["outliers"] != ref["outliers"]:
                 errs.append(f"outliers {got['outliers']} vs {ref['outliers']}")
