@@ -372,6 +372,38 @@ static void test_moments_paths(void **state)
     free(b);
 }
 
+/* Candidates on one side of the pivot only: the SIMD paths take min/max from
+ * the candidates where a side has some and scan the range for the other. */
+static void test_moments_one_sided(void **state)
+{
+    (void)state;
+    enum { N = 4097 };
+    float *x = malloc(N * sizeof *x), *xh = malloc(N * sizeof *xh), *xb = malloc(N * sizeof *xb);
+    uint16_t *h = malloc(N * sizeof *h), *b = malloc(N * sizeof *b);
+    rng_state = 13;
+    for (int side = 0; side < 2; side++) {
+        for (int64_t i = 0; i < N; i++) {
+            float v = 0.02f * fabsf((float)student_t());
+            x[i] = side ? -v : v;
+            h[i] = q_f32_to_f16(x[i]);
+            b[i] = q_f32_to_bf16(x[i]);
+            xh[i] = q_f16_to_f32(h[i]);
+            xb[i] = q_bf16_to_f32(b[i]);
+        }
+        static const int64_t lens[] = {256, 1000, N};
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            assert_true(compare_paths(x, K_SRC_F32, x, lens[li], 0.0f, 0.04f) > 0);
+            compare_paths(h, K_SRC_F16, xh, lens[li], 0.0f, 0.04f);
+            compare_paths(b, K_SRC_BF16, xb, lens[li], 0.0f, 0.04f);
+        }
+    }
+    free(x);
+    free(xh);
+    free(xb);
+    free(h);
+    free(b);
+}
+
 /* Data far from 1 in scale, f32 and bf16. With the threshold of the data's
  * scale the SIMD path scales d into float's comfortable range (up to 2^100);
  * with a threshold that gives no scale (NaN, FLT_MAX) or one past 2^±100, d^4
@@ -443,7 +475,8 @@ int main(void)
         cmocka_unit_test(test_nonfinite),         cmocka_unit_test(test_constant_and_zero),
         cmocka_unit_test(test_second_pass),       cmocka_unit_test(test_f16_bf16),
         cmocka_unit_test(test_unreadable),        cmocka_unit_test(test_moments_paths),
-        cmocka_unit_test(test_moments_scales),    cmocka_unit_test(test_path),
+        cmocka_unit_test(test_moments_scales),    cmocka_unit_test(test_moments_one_sided),
+        cmocka_unit_test(test_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
