@@ -2,7 +2,8 @@
  * storage forms: greedy decoding from BOS gives the known ids and text, the HF
  * (rotate-half) checkpoints give the GGUF logits, F16/BF16 stay within rounding,
  * batched logits equal prefix-by-prefix logits (causal mask), the uncached path
- * equals the cached one, and the hooks see what they should. */
+ * equals the cached one, the hooks see what they should, and an_blas_one_thread
+ * leaves no OpenBLAS worker threads. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cblas.h>
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "an_forward.h"
 #include "an_tokenizer.h"
@@ -317,10 +320,40 @@ static void test_tiny_random(void **state)
     q_model_close(m);
 }
 
+/* Threads of this process (entries of /proc/self/task), -1 where there is none. */
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* an_blas_one_thread stops the worker pool the pthreads OpenBLAS starts when it
+ * loads: before any OpenMP region has run (this test runs first), the process is
+ * down to its main thread, and OpenBLAS says one thread. */
+static void test_blas_one_thread(void **state)
+{
+    (void)state;
+    if (getenv("OPENBLAS_NUM_THREADS"))
+        skip(); /* the user's choice is kept */
+    an_blas_one_thread();
+    int n = count_threads();
+    if (n < 0)
+        skip();
+    assert_int_equal(n, 1);
+    assert_int_equal(openblas_get_num_threads(), 1);
+}
+
 int main(void)
 {
-    an_set_threads(2);
+    an_set_threads(2); /* sets counts; starts no thread */
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_blas_one_thread),
         cmocka_unit_test(test_greedy_f32),
         cmocka_unit_test(test_greedy_f16),
         cmocka_unit_test(test_greedy_bf16),
