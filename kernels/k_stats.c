@@ -196,7 +196,7 @@ __attribute__((target("avx2"))) static inline __m256d flush8(__m256d acc, __m256
 
 /* True when a group's float sums stand: no lane of the sum of d'^4 (f4) is
  * Inf or NaN (an overflow, or a NaN or Inf read), and one lane is at least
- * K_F4_LO, so what underflowed (less than 2^-126 per value) is below 2^-22 of
+ * K_F4_LO, so what underflowed (less than 2^-126 per value) is below 2^-21 of
  * the group's sums. A group of zeros fails too and is summed in double. */
 __attribute__((target("avx2"))) static inline bool group_ok8(__m256 f4)
 {
