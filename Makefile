@@ -27,8 +27,8 @@ endif
 CPPFLAGS += -D_GNU_SOURCE -Iquant -Ikernels -Ianalysis -Itui
 SAN      ?=
 CFLAGS   += -std=c11 $(OPT) -g -fopenmp $(WARN) -MMD -MP $(SAN)
-# --as-needed: a binary that calls no BLAS does not load OpenBLAS (and its thread
-# pool) at all; see an_forward.c for the binaries that do.
+# --as-needed: a binary that calls no BLAS (only the forward pass and calibration
+# in analysis/ do) does not load OpenBLAS, nor start its thread pool.
 LDLIBS   += -Wl,--as-needed -ljansson -lcsv -lm -lopenblas -lreadline -lncursesw -lpthread
 LDFLAGS  += -fopenmp $(SAN)
 

@@ -79,7 +79,8 @@ q_status an_fwd_greedy(an_fwd *f, const int32_t *prompt, int64_t n_prompt, int32
 /* Sets n OpenMP threads for the calling process and OpenBLAS to one thread: the pass
  * then splits its matrix products and attention heads over OpenMP itself, so only one
  * thread pool runs (OpenMP and OpenBLAS pools spinning side by side fight on few
- * cores). Without this call OpenBLAS threads each product on its own. n < 1: no-op. */
+ * cores). Without this call (or an_blas_one_thread) OpenBLAS threads each product on
+ * its own. n < 1: no-op. */
 void an_set_threads(int n);
 
 /* Sets OpenBLAS to one thread and stops its worker pool, unless the user set
