@@ -111,6 +111,15 @@ __attribute__((target("avx2,fma"))) static inline void acc_add(acc4 *a, __m256d 
     a->s4 = _mm256_fmadd_pd(d2, d2, a->s4);
 }
 
+/* The 8 values of x, less the pivot, in double: the low half into a, the high
+ * half into b. */
+__attribute__((target("avx2,fma"))) static inline void acc_x8(acc4 *a, acc4 *b, __m256 x,
+                                                               __m256d dpivot)
+{
+    acc_add(a, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), dpivot));
+    acc_add(b, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), dpivot));
+}
+
 __attribute__((target("avx2"))) static inline double hsum(__m256d v)
 {
     double t[4];
@@ -259,6 +268,8 @@ quad8(k_moments *m, const void *src, const k_src type, int64_t i, __m256 vsc, __
 __attribute__((target("avx2,f16c"), always_inline)) static inline void
 scan_minmax8(const void *src, const k_src type, int64_t n, float *lo, float *hi)
 {
+    *lo = INFINITY;
+    *hi = -INFINITY;
     __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_set1_ps(-INFINITY);
     for (int64_t i = 0; i < n; i += 8) {
         __m256 x = load8(src, type, i);
@@ -274,11 +285,11 @@ scan_minmax8(const void *src, const k_src type, int64_t n, float *lo, float *hi)
         *hi = fm[k] > *hi ? fm[k] : *hi;
 }
 
-/* The extremes of the first n values from their candidates, or a scan. */
-static inline void extremes(const ext *x_ext, float pivot, float *lo, float *hi)
+/* True when the candidates' extremes are the range's: there are candidates on
+ * both sides of the pivot. */
+static inline bool ext_known(const ext *x_ext, float pivot)
 {
-    *lo = x_ext->lo < pivot ? x_ext->lo : NAN; /* NAN: not known, scan */
-    *hi = x_ext->hi > pivot ? x_ext->hi : NAN;
+    return x_ext->lo < pivot && x_ext->hi > pivot;
 }
 
 #define K_GROUP8 (8 * K_LANE_SUM)
@@ -306,11 +317,8 @@ add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float 
             S.s4 = flush8(S.s4, f.f4);
             continue;
         }
-        for (int k = 0; k < K_GROUP8; k += 8) {
-            __m256 x = load8(src, type, i + k);
-            acc_add(&a, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), dpivot));
-            acc_add(&b, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), dpivot));
-        }
+        for (int k = 0; k < K_GROUP8; k += 8)
+            acc_x8(&a, &b, load8(src, type, i + k), dpivot);
     }
     for (; i + 8 <= n; i += 8) {
         __m256 x = load8(src, type, i);
@@ -318,19 +326,14 @@ add_avx2_body(k_moments *m, const void *src, const k_src type, int64_t n, float 
         step8(x, vsc, vnps, vthr, &far);
         if (far)
             push8(m, x, far, &x_ext);
-        acc_add(&a, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), dpivot));
-        acc_add(&b, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), dpivot));
+        acc_x8(&a, &b, x, dpivot);
     }
     const double Sd[4] = {hsum(S.s1), hsum(S.s2), hsum(S.s3), hsum(S.s4)};
     const double U[4] = {hsum(_mm256_add_pd(a.s1, b.s1)), hsum(_mm256_add_pd(a.s2, b.s2)),
                          hsum(_mm256_add_pd(a.s3, b.s3)), hsum(_mm256_add_pd(a.s4, b.s4))};
-    float lo, hi;
-    extremes(&x_ext, pivot, &lo, &hi);
-    if (isnan(lo) || isnan(hi)) {
-        lo = INFINITY;
-        hi = -INFINITY;
+    float lo = x_ext.lo, hi = x_ext.hi;
+    if (!ext_known(&x_ext, pivot))
         scan_minmax8(src, type, i, &lo, &hi);
-    }
     if (!finish_sums(m, Sd, e, U, lo, hi))
         return false;
     m->n += i;
@@ -375,6 +378,12 @@ K_AVX512 static inline void acc8_add(acc8 *a, __m512d d)
     a->s2 = _mm512_add_pd(a->s2, d2);
     a->s3 = _mm512_fmadd_pd(d2, d, a->s3);
     a->s4 = _mm512_fmadd_pd(d2, d2, a->s4);
+}
+
+K_AVX512 static inline void acc_x16(acc8 *a, acc8 *b, __m512 x, __m512d dpivot)
+{
+    acc8_add(a, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), dpivot));
+    acc8_add(b, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)), dpivot));
 }
 
 K_AVX512 static inline double hsum8(__m512d v)
@@ -490,11 +499,8 @@ add_avx512_body(k_moments *m, const void *src, const k_src type, int64_t n, floa
             S.s4 = flush16(S.s4, f.f4);
             continue;
         }
-        for (int k = 0; k < K_GROUP16; k += 16) {
-            __m512 x = load16(src, type, i + k);
-            acc8_add(&a, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), dpivot));
-            acc8_add(&b, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)), dpivot));
-        }
+        for (int k = 0; k < K_GROUP16; k += 16)
+            acc_x16(&a, &b, load16(src, type, i + k), dpivot);
     }
     for (; i + 16 <= n; i += 16) {
         __m512 x = load16(src, type, i);
@@ -502,16 +508,14 @@ add_avx512_body(k_moments *m, const void *src, const k_src type, int64_t n, floa
         step16(x, vsc, vnps, vthr, &far);
         if (far)
             push16(m, x, far, &cmin, &cmax);
-        acc8_add(&a, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), dpivot));
-        acc8_add(&b, _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)), dpivot));
+        acc_x16(&a, &b, x, dpivot);
     }
     const double Sd[4] = {hsum8(S.s1), hsum8(S.s2), hsum8(S.s3), hsum8(S.s4)};
     const double U[4] = {hsum8(_mm512_add_pd(a.s1, b.s1)), hsum8(_mm512_add_pd(a.s2, b.s2)),
                          hsum8(_mm512_add_pd(a.s3, b.s3)), hsum8(_mm512_add_pd(a.s4, b.s4))};
     const ext x_ext = {_mm512_reduce_min_ps(cmin), _mm512_reduce_max_ps(cmax)};
-    float lo, hi;
-    extremes(&x_ext, pivot, &lo, &hi);
-    if (isnan(lo) || isnan(hi))
+    float lo = x_ext.lo, hi = x_ext.hi;
+    if (!ext_known(&x_ext, pivot))
         scan_minmax16(src, type, i, &lo, &hi);
     if (!finish_sums(m, Sd, e, U, lo, hi))
         return false;

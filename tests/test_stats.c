@@ -327,6 +327,42 @@ static int64_t compare_paths(const void *src, k_src type, const float *x, int64_
     return ms.n_cand;
 }
 
+/* Values x and their f16 and bf16 encodings (h, b) with the floats those hold
+ * (xh, xb): the three sources of one comparison. */
+typedef struct enc3 {
+    float *x, *xh, *xb;
+    uint16_t *h, *b;
+} enc3;
+
+static enc3 enc3_alloc(int64_t n)
+{
+    enc3 e = {malloc((size_t)n * sizeof(float)), malloc((size_t)n * sizeof(float)),
+              malloc((size_t)n * sizeof(float)), malloc((size_t)n * sizeof(uint16_t)),
+              malloc((size_t)n * sizeof(uint16_t))};
+    assert_true(e.x && e.xh && e.xb && e.h && e.b);
+    return e;
+}
+
+/* Encodes the first n values of e->x. */
+static void enc3_fill(enc3 *e, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        e->h[i] = q_f32_to_f16(e->x[i]);
+        e->b[i] = q_f32_to_bf16(e->x[i]);
+        e->xh[i] = q_f16_to_f32(e->h[i]);
+        e->xb[i] = q_bf16_to_f32(e->b[i]);
+    }
+}
+
+static void enc3_free(enc3 *e)
+{
+    free(e->x);
+    free(e->xh);
+    free(e->xb);
+    free(e->h);
+    free(e->b);
+}
+
 /* k_moments_add itself at lengths around the SIMD vector, block and group
  * sizes; NaN/Inf anywhere send the call to the scalar path; a NaN threshold
  * collects nothing on either path. */
@@ -335,9 +371,8 @@ static void test_moments_paths(void **state)
     (void)state;
     static const int64_t lens[] = {0,   1,   7,   8,   63,  64,   65,   127,
                                    128, 200, 255, 256, 257, 1000, 4097, 5000};
-    float *x = malloc(5000 * sizeof *x), *xh = malloc(5000 * sizeof *xh);
-    float *xb = malloc(5000 * sizeof *xb);
-    uint16_t *h = malloc(5000 * sizeof *h), *b = malloc(5000 * sizeof *b);
+    enc3 e = enc3_alloc(5000);
+    float *x = e.x;
     rng_state = 11;
     for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
         for (int poison = 0; poison < 3; poison++) {
@@ -348,14 +383,9 @@ static void test_moments_paths(void **state)
                 int64_t at = (int64_t)(rng() % (uint64_t)n);
                 x[at] = poison == 1 ? NAN : -INFINITY;
             }
-            for (int64_t i = 0; i < n; i++) {
-                h[i] = q_f32_to_f16(x[i]);
-                b[i] = q_f32_to_bf16(x[i]);
-                xh[i] = q_f16_to_f32(h[i]);
-                xb[i] = q_bf16_to_f32(b[i]);
-            }
-            const void *srcs[] = {x, h, b};
-            const float *vals[] = {x, xh, xb};
+            enc3_fill(&e, n);
+            const void *srcs[] = {x, e.h, e.b};
+            const float *vals[] = {x, e.xh, e.xb};
             const k_src types[] = {K_SRC_F32, K_SRC_F16, K_SRC_BF16};
             for (int ti = 0; ti < 3; ti++) {
                 int64_t nc = compare_paths(srcs[ti], types[ti], vals[ti], n, 0.001f, 0.04f);
@@ -365,11 +395,7 @@ static void test_moments_paths(void **state)
             }
         }
     }
-    free(x);
-    free(xh);
-    free(xb);
-    free(h);
-    free(b);
+    enc3_free(&e);
 }
 
 /* Candidates on one side of the pivot only: the SIMD paths take min/max from
@@ -378,30 +404,22 @@ static void test_moments_one_sided(void **state)
 {
     (void)state;
     enum { N = 4097 };
-    float *x = malloc(N * sizeof *x), *xh = malloc(N * sizeof *xh), *xb = malloc(N * sizeof *xb);
-    uint16_t *h = malloc(N * sizeof *h), *b = malloc(N * sizeof *b);
+    enc3 e = enc3_alloc(N);
     rng_state = 13;
     for (int side = 0; side < 2; side++) {
         for (int64_t i = 0; i < N; i++) {
             float v = 0.02f * fabsf((float)student_t());
-            x[i] = side ? -v : v;
-            h[i] = q_f32_to_f16(x[i]);
-            b[i] = q_f32_to_bf16(x[i]);
-            xh[i] = q_f16_to_f32(h[i]);
-            xb[i] = q_bf16_to_f32(b[i]);
+            e.x[i] = side ? -v : v;
         }
+        enc3_fill(&e, N);
         static const int64_t lens[] = {256, 1000, N};
         for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
-            assert_true(compare_paths(x, K_SRC_F32, x, lens[li], 0.0f, 0.04f) > 0);
-            compare_paths(h, K_SRC_F16, xh, lens[li], 0.0f, 0.04f);
-            compare_paths(b, K_SRC_BF16, xb, lens[li], 0.0f, 0.04f);
+            assert_true(compare_paths(e.x, K_SRC_F32, e.x, lens[li], 0.0f, 0.04f) > 0);
+            compare_paths(e.h, K_SRC_F16, e.xh, lens[li], 0.0f, 0.04f);
+            compare_paths(e.b, K_SRC_BF16, e.xb, lens[li], 0.0f, 0.04f);
         }
     }
-    free(x);
-    free(xh);
-    free(xb);
-    free(h);
-    free(b);
+    enc3_free(&e);
 }
 
 /* Data far from 1 in scale, f32 and bf16. With the threshold of the data's
@@ -413,29 +431,24 @@ static void test_moments_scales(void **state)
 {
     (void)state;
     enum { N = 4097 };
-    float *x = malloc(N * sizeof *x), *xb = malloc(N * sizeof *xb);
-    uint16_t *b = malloc(N * sizeof *b);
+    enc3 e = enc3_alloc(N);
     static const double scales[] = {1e-30, 1e-20, 1e-10, 1e10, 1e20, 1e30};
     rng_state = 12;
     for (size_t si = 0; si < sizeof scales / sizeof *scales; si++) {
         float sc = (float)scales[si];
-        for (int64_t i = 0; i < N; i++) {
-            x[i] = sc * 0.02f * (float)student_t();
-            b[i] = q_f32_to_bf16(x[i]);
-            xb[i] = q_bf16_to_f32(b[i]);
-        }
+        for (int64_t i = 0; i < N; i++)
+            e.x[i] = sc * 0.02f * (float)student_t();
+        enc3_fill(&e, N); /* f16 cannot hold these scales: f32 and bf16 only */
         const float thrs[] = {sc * 0.09f, NAN, FLT_MAX};
         const float pivots[] = {0.001f * sc, 2e4f * sc};
         for (int pi = 0; pi < 2; pi++) {
             for (int ti = 0; ti < 3; ti++) {
-                compare_paths(x, K_SRC_F32, x, N, pivots[pi], thrs[ti]);
-                compare_paths(b, K_SRC_BF16, xb, N, pivots[pi], thrs[ti]);
+                compare_paths(e.x, K_SRC_F32, e.x, N, pivots[pi], thrs[ti]);
+                compare_paths(e.b, K_SRC_BF16, e.xb, N, pivots[pi], thrs[ti]);
             }
         }
     }
-    free(x);
-    free(xb);
-    free(b);
+    enc3_free(&e);
 }
 
 static void test_unreadable(void **state)
