@@ -207,9 +207,18 @@ KF_AVX2 static float kf_hmin(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
+/* ½ - 2^-25, the float below ½. For every float p, trunc(p + copysign(
+ * KF_HALF_DOWN, p)) is roundf(p), half away from zero: under ½ the sum stays
+ * below 1; at p = k + ½ the exact sum k + 1 - 2^-25 lies within half the
+ * float spacing of k + 1 and rounds to it (at k = 0 a tie, which goes to the
+ * even 1); above k + ½ the sum exceeds k + 1; below k + ½ (spacing s) it is
+ * at most k + 1 - s - 2^-25, nearer the float k + 1 - s. test_fq_rows has a
+ * row of such ties. */
+#define KF_HALF_DOWN 0x1.fffffep-2f
+
 /* Levels of eight values v of one 32-block of kind k, as exact integers held
  * in float lanes, with the reference's float operations in its order: q8_0
- * roundf(v·id) (half away from zero, built from truncation); q4_0/q5_0
+ * roundf(v·id) (half away from zero: KF_HALF_DOWN); q4_0/q5_0
  * min(trunc(v·id + hlf + ½), 2·hlf − 1); q4_1/q5_1 min(trunc((v − mn)·id + ½),
  * top). Lanes outside the range where these equal the reference's integer
  * casts (or NaN) are set in *bad. vmn is used by q4_1/q5_1 only. */
@@ -220,14 +229,10 @@ kf_lev8(kf_kind k, __m256 v, __m256 vid, __m256 vmn, __m256 *bad)
     const __m256 half = _mm256_set1_ps(0.5f);
     if (k == KF_Q8_0) {
         __m256 p = _mm256_mul_ps(v, vid);
-        __m256 t = _mm256_round_ps(p, KF_TRUNC);
-        __m256 f = _mm256_andnot_ps(sgn, _mm256_sub_ps(p, t));
-        __m256 up = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
-        __m256 step = _mm256_or_ps(_mm256_and_ps(p, sgn), _mm256_set1_ps(1.0f)); /* ±1 */
-        __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, step));
-        *bad = _mm256_or_ps(*bad,
-                            _mm256_or_ps(_mm256_cmp_ps(r, _mm256_set1_ps(-127.0f), _CMP_NGE_UQ),
-                                         _mm256_cmp_ps(r, _mm256_set1_ps(127.5f), _CMP_NLT_UQ)));
+        __m256 h = _mm256_or_ps(_mm256_and_ps(p, sgn), _mm256_set1_ps(KF_HALF_DOWN));
+        __m256 r = _mm256_round_ps(_mm256_add_ps(p, h), KF_TRUNC);
+        *bad = _mm256_or_ps(*bad, _mm256_cmp_ps(_mm256_andnot_ps(sgn, r),
+                                                _mm256_set1_ps(127.0f), _CMP_NLE_UQ));
         return r;
     }
     __m256 t, lim, top;
@@ -907,10 +912,18 @@ __attribute__((target("sse4.1"), always_inline)) static inline void kf_count4(k_
     p->n[q1 >> 32]++;
 }
 
+#if KF_X86
+KF_AVX512 static void kf_bits_harvest(k_acc_pairs *p, int64_t *hist);
+#endif
+
 void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p)
 {
     if (!p->pending)
         return;
+#if KF_X86
+    if (p->bits_used)
+        kf_bits_harvest(p, a->hist);
+#endif
     for (int hi = 0; hi < Q_ERR_HIST_BINS; hi++) {
         const uint32_t *row = p->n + hi * Q_ERR_HIST_BINS;
         int64_t s = 0;
@@ -1135,13 +1148,12 @@ kf_lev16(kf_kind k, __m512 v, __m512 vid, __m512 vmn, __mmask16 *bad)
     const __m512 half = _mm512_set1_ps(0.5f);
     if (k == KF_Q8_0) {
         __m512 p = _mm512_mul_ps(v, vid);
-        __m512 t = _mm512_roundscale_ps(p, KF_TRUNC);
-        __m512 f = _mm512_andnot_ps(sgn, _mm512_sub_ps(p, t));
-        __mmask16 up = _mm512_cmp_ps_mask(f, half, _CMP_GE_OQ);
-        __m512 step = _mm512_or_ps(_mm512_and_ps(p, sgn), _mm512_set1_ps(1.0f)); /* ±1 */
-        __m512 r = _mm512_add_ps(t, _mm512_maskz_mov_ps(up, step));
-        *bad |= _mm512_cmp_ps_mask(r, _mm512_set1_ps(-127.0f), _CMP_NGE_UQ) |
-                _mm512_cmp_ps_mask(r, _mm512_set1_ps(127.5f), _CMP_NLT_UQ);
+        /* the sign of p on ½ - 2^-25 (a bitwise select) */
+        __m512 h = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+            _mm512_castps_si512(sgn), _mm512_castps_si512(p),
+            _mm512_castps_si512(_mm512_set1_ps(KF_HALF_DOWN)), 0xca));
+        __m512 r = _mm512_roundscale_ps(_mm512_add_ps(p, h), KF_TRUNC);
+        *bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(r), _mm512_set1_ps(127.0f), _CMP_NLE_UQ);
         return r;
     }
     __m512 t, lim, top;
@@ -1345,52 +1357,195 @@ KF_AVX512 static bool kf_has_nan_512(const float *y, int64_t n)
     return false;
 }
 
-/* Histogram constants of kf_hist16 (kf_hist_avx2's, 16 lanes). */
+/* Histogram bins on 16 lanes, in fixed point: u = (y - x) K with K = 2^21 /
+ * range is (t - 32) 2^16 for q_metrics' t = (e + range) / (2 range) · 64, so
+ * the bin is (u rounded + 2^21) shifted right by 16. u, its magnitude capped
+ * at 31.5 · 2^16 (bins 0 and 63 for values beyond the range), is within 0.9
+ * of the exact figure: e rounded to float (2^-24 relative), K (2^-24), the
+ * product (an eighth below 2^21) and the conversion (a half). A lane whose
+ * rounded u lies within 8 of a multiple of 2^16 is binned again by the exact
+ * formula, so every count equals the reference's; e = 0 gives bin 32 exactly,
+ * as the reference does, and is not binned again. Used for ranges in
+ * [2^-100, 2^100] (K a normal float); k_acc_row takes the others to the
+ * scalar path. */
 typedef struct kf_hc {
-    __m512 fr, finv, lo_edge, hi_edge, fcap;
+    __m512 k, cap;
     double range;
 } kf_hc;
 
 KF_AVX512 static inline kf_hc kf_hc_make(double range)
 {
-    kf_hc h = {_mm512_set1_ps((float)range),
-               _mm512_set1_ps((float)(Q_ERR_HIST_BINS / (2.0 * range))),
-               _mm512_set1_ps(1e-4f),
-               _mm512_set1_ps(1.0f - 1e-4f),
-               _mm512_set1_ps((float)Q_ERR_HIST_BINS - 0.5f),
-               range};
+    kf_hc h = {_mm512_set1_ps((float)(0x1p21 / range)), _mm512_set1_ps(31.5f * 0x1p16f), range};
     return h;
 }
 
-/* Counts the bins of the 16 errors yf - xf (values c.. of the row x, y) as
- * kf_hist_avx2 does, eight pairs at once: the pair index of lanes 2i and
- * 2i + 1 is the low half of their 64-bit lane after a shift, narrowed by one
- * instruction. */
-KF_AVX512 __attribute__((always_inline)) static inline void
-kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_t c, __m512 xf,
-          __m512 yf)
+/* The bins of the 16 errors yf - xf (values c.. of the row x, y). */
+KF_AVX512 __attribute__((always_inline)) static inline __m512i
+kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, __m512 yf)
 {
-    __m512 t = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(yf, xf), h->fr), h->finv);
-    __m512 f =
-        _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    __mmask16 near = _mm512_cmp_ps_mask(f, h->lo_edge, _CMP_LT_OQ) |
-                     _mm512_cmp_ps_mask(f, h->hi_edge, _CMP_GT_OQ);
-    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), h->fcap);
-    __m512i bv = _mm512_cvttps_epi32(t);
-    __mmask16 same = _mm512_cmp_ps_mask(yf, xf, _CMP_EQ_OQ); /* as in kf_hist_avx2 */
-    bv = _mm512_mask_mov_epi32(bv, same, _mm512_set1_epi32(Q_ERR_HIST_BINS / 2));
-    near &= (__mmask16)~same;
+    __m512 u = _mm512_mul_ps(_mm512_sub_ps(yf, xf), h->k);
+    u = _mm512_range_ps(u, h->cap, 0x2); /* the smaller magnitude, sign of u */
+    __m512i v = _mm512_add_epi32(
+        _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+        _mm512_set1_epi32((1 << 21) + 8));
+    /* (u + 8) mod 2^16 < 16: u within 8 of an edge */
+    __mmask16 near = _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0xfff0));
+    near &= (__mmask16)~_mm512_cmp_ps_mask(yf, xf, _CMP_EQ_OQ);
+    __m512i bv = _mm512_srli_epi32(v, 16);
     if (__builtin_expect(near != 0, 0)) {
         int32_t b[16];
         _mm512_storeu_si512((void *)b, bv);
         kf_rebin(b, near, x + c, y + c, h->range);
         bv = _mm512_loadu_si512((const void *)b);
     }
+    return bv;
+}
+
+/* Counts the bins of the 16 errors yf - xf as kf_hist_avx2 does, eight pairs
+ * at once: the pair index of lanes 2i and 2i + 1 is the low half of their
+ * 64-bit lane after a shift, narrowed by one instruction. */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_t c, __m512 xf,
+          __m512 yf)
+{
+    __m512i bv = kf_bins16(h, x, y, c, xf, yf);
     __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
     const __m256i pi =
         _mm256_and_si256(_mm512_cvtepi64_epi32(pv), _mm256_set1_epi32(KF_PAIRS - 1));
     kf_count4(p, _mm256_castsi256_si128(pi));
     kf_count4(p, _mm256_extracti128_si256(pi, 1));
+}
+
+/* Bit-sliced counting (k_acc_pairs.bits): 16 values become two one-hot
+ * words a lane, bit b of the low word for bin b < 32 and of the high word for
+ * bin 32 + b; the words of 16 vectors are added into carry-save planes of
+ * weight 1, 2, 4 and 8 by full adders (two ternary-logic instructions each,
+ * Harley and Seal's popcount tree), and each carry of weight 16 is rippled
+ * into the planes above. About 7 vector instructions per 16 values, against
+ * 8 scalar increments of the pair table. */
+#define KF_CS_LEVELS 6 /* planes 0..5 summed by full adders, 1024 values a step */
+typedef struct kf_cs {
+    __m512i p[2][KF_CS_LEVELS]; /* [half][plane] */
+} kf_cs;
+
+/* Full adder over the bits of a, b and c: sum and carry. */
+KF_AVX512 __attribute__((always_inline)) static inline void kf_csa(__m512i *carry, __m512i *sum,
+                                                                   __m512i a, __m512i b,
+                                                                   __m512i c)
+{
+    *carry = _mm512_ternarylogic_epi32(a, b, c, 0xe8); /* majority */
+    *sum = _mm512_ternarylogic_epi32(a, b, c, 0x96);   /* parity */
+}
+
+/* One-hot words of the 16 errors at c, both halves. */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_onehot16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512i w[2])
+{
+    __m512i bv = kf_bins16(h, x, y, c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c));
+    const __m512i one = _mm512_set1_epi32(1);
+    w[0] = _mm512_sllv_epi32(one, bv); /* counts of 32 and more give 0 */
+    w[1] = _mm512_sllv_epi32(one, _mm512_sub_epi32(bv, _mm512_set1_epi32(32)));
+}
+
+/* Adds the two carries a and b of weight 2^level into planes level of s,
+ * their carry out in out (weight 2^(level + 1)). */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_cs_fold(kf_cs *s, int level, const __m512i a[2], const __m512i b[2], __m512i out[2])
+{
+    for (int k = 0; k < 2; k++)
+        kf_csa(&out[k], &s->p[k][level], s->p[k][level], a[k], b[k]);
+}
+
+/* kf_cs_add1 .. 3: 2^(level + 1) vectors from c on added at planes 0..level. */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_cs_add0(kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i out[2])
+{
+    __m512i a[2], b[2];
+    kf_onehot16(h, x, y, c, a);
+    kf_onehot16(h, x, y, c + 16, b);
+    kf_cs_fold(s, 0, a, b, out);
+}
+
+#define KF_CS_ADD(level, below)                                                                \
+    KF_AVX512 __attribute__((always_inline)) static inline void kf_cs_add##level(               \
+        kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i out[2])    \
+    {                                                                                          \
+        __m512i a[2], b[2];                                                                    \
+        kf_cs_add##below(s, h, x, y, c, a);                                                    \
+        kf_cs_add##below(s, h, x, y, c + (16 << (level)), b);                                  \
+        kf_cs_fold(s, level, a, b, out);                                                       \
+    }
+KF_CS_ADD(1, 0)
+KF_CS_ADD(2, 1)
+KF_CS_ADD(3, 2)
+KF_CS_ADD(4, 3)
+KF_CS_ADD(5, 4)
+#undef KF_CS_ADD
+
+/* Adds v, of weight 2^j0, into planes j0.. of half k. */
+KF_AVX512 static void kf_ripple(k_acc_pairs *p, int k, int j0, __m512i v)
+{
+    for (int j = j0; j < K_ACC_PLANES; j++) {
+        __m512i pl = _mm512_loadu_si512((const void *)p->bits[k][j]);
+        _mm512_storeu_si512((void *)p->bits[k][j], _mm512_xor_si512(pl, v));
+        v = _mm512_and_si512(pl, v);
+        if (!_mm512_test_epi32_mask(v, v))
+            return;
+    }
+}
+
+/* Counts the bins of values [0, n) of the row, n a multiple of 256. */
+KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_pairs *p, const float *x,
+                                   const float *y, int64_t n)
+{
+    kf_cs s;
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < KF_CS_LEVELS; j++)
+            s.p[k][j] = _mm512_loadu_si512((const void *)p->bits[k][j]);
+    int64_t c = 0;
+    __m512i carry[2];
+    for (; c + 1024 <= n; c += 1024) {
+        kf_cs_add5(&s, h, x, y, c, carry);
+        for (int k = 0; k < 2; k++)
+            if (_mm512_test_epi32_mask(carry[k], carry[k]))
+                kf_ripple(p, k, KF_CS_LEVELS, carry[k]);
+    }
+    for (; c < n; c += 256) { /* planes 4 and 5 are in s: a half adder each */
+        kf_cs_add3(&s, h, x, y, c, carry);
+        for (int k = 0; k < 2; k++) {
+            __m512i v = carry[k];
+            for (int j = 4; j < KF_CS_LEVELS; j++) {
+                __m512i pl = s.p[k][j];
+                s.p[k][j] = _mm512_xor_si512(pl, v);
+                v = _mm512_and_si512(pl, v);
+            }
+            if (_mm512_test_epi32_mask(v, v))
+                kf_ripple(p, k, KF_CS_LEVELS, v);
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < KF_CS_LEVELS; j++)
+            _mm512_storeu_si512((void *)p->bits[k][j], s.p[k][j]);
+    p->bits_used = true;
+    p->pending += n / 2;
+}
+
+/* Adds the counts of p->bits to hist and clears them. */
+KF_AVX512 static void kf_bits_harvest(k_acc_pairs *p, int64_t *hist)
+{
+    for (int k = 0; k < 2; k++) {
+        for (int j = 0; j < K_ACC_PLANES; j++) {
+            __m512i pl = _mm512_loadu_si512((const void *)p->bits[k][j]);
+            if (!_mm512_test_epi32_mask(pl, pl))
+                continue;
+            for (int b = 0; b < 32; b++) {
+                __mmask16 m = _mm512_test_epi32_mask(pl, _mm512_set1_epi32((int)(1u << b)));
+                hist[32 * k + b] += (int64_t)__builtin_popcount(m) << j;
+            }
+        }
+    }
+    memset(p->bits, 0, sizeof p->bits);
+    p->bits_used = false;
 }
 
 typedef struct kf_sums8 {
@@ -1420,31 +1575,35 @@ KF_AVX512 static double kf_hsum8(__m512d a, __m512d b)
     return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
-/* kf_acc_avx2_body with 16 values per step, the histogram counted in the
- * same loop (32 vector registers hold the sums and its constants). */
+/* kf_acc_avx2_body with 16 values per step: the sums (each half of x and y
+ * widened to double straight from memory), then the histogram over the same
+ * (cache-resident) row, bit-sliced in steps of 256 values and by pairs for
+ * the rest. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-                const float *iw, const bool has_iw, const bool has_hist, const float *pf)
+                const float *iw, const bool has_iw, const float *pf)
 {
     const __m512d z = _mm512_setzero_pd();
     kf_sums8 sa = {z, z, z, z, z, z}, sb = sa;
     __m512d mxa = z;
-    const kf_hc h = kf_hc_make(has_hist ? a->hist_range : 1.0);
     int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
         _mm_prefetch((const char *)(pf + c), _MM_HINT_T1);
-        __m512 xf = _mm512_loadu_ps(x + c), yf = _mm512_loadu_ps(y + c);
-        kf_sums8_add(&sa, &mxa, _mm512_cvtps_pd(_mm512_castps512_ps256(xf)),
-                     _mm512_cvtps_pd(_mm512_castps512_ps256(yf)), has_iw ? iw + c : NULL,
+        kf_sums8_add(&sa, &mxa, _mm512_cvtps_pd(_mm256_loadu_ps(x + c)),
+                     _mm512_cvtps_pd(_mm256_loadu_ps(y + c)), has_iw ? iw + c : NULL, has_iw);
+        kf_sums8_add(&sb, &mxa, _mm512_cvtps_pd(_mm256_loadu_ps(x + c + 8)),
+                     _mm512_cvtps_pd(_mm256_loadu_ps(y + c + 8)), has_iw ? iw + c + 8 : NULL,
                      has_iw);
-        kf_sums8_add(&sb, &mxa, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xf, 1)),
-                     _mm512_cvtps_pd(_mm512_extractf32x8_ps(yf, 1)),
-                     has_iw ? iw + c + 8 : NULL, has_iw);
-        if (has_hist)
-            kf_hist16(&h, p, x, y, c, xf, yf);
     }
-    if (has_hist)
-        p->pending += c / 2;
+    if (a->hist_range > 0.0) {
+        const kf_hc h = kf_hc_make(a->hist_range);
+        const int64_t nb = c / 256 * 256;
+        if (nb > 0)
+            kf_hist_bits(&h, p, x, y, nb);
+        for (int64_t i = nb; i < c; i += 16)
+            kf_hist16(&h, p, x, y, i, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i));
+        p->pending += (c - nb) / 2;
+    }
     kf_tot t = {kf_hsum8(sa.w2, sb.w2),     kf_hsum8(sa.q2, sb.q2),     kf_hsum8(sa.wq, sb.wq),
                 kf_hsum8(sa.e2, sb.e2),     kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2),
                 _mm512_reduce_max_pd(mxa)};
@@ -1457,15 +1616,10 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
 KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
                                  int64_t n, const float *iw, const float *pf)
 {
-    const bool hist = a->hist_range > 0.0;
-    if (iw && hist)
-        kf_acc_512_body(a, p, x, y, n, iw, true, true, pf);
-    else if (iw)
-        kf_acc_512_body(a, p, x, y, n, iw, true, false, pf);
-    else if (hist)
-        kf_acc_512_body(a, p, x, y, n, NULL, false, true, pf);
+    if (iw)
+        kf_acc_512_body(a, p, x, y, n, iw, true, pf);
     else
-        kf_acc_512_body(a, p, x, y, n, NULL, false, false, pf);
+        kf_acc_512_body(a, p, x, y, n, NULL, false, pf);
 }
 
 KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)
@@ -1549,7 +1703,11 @@ void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
 {
 #if KF_X86
     const bool wide = simd && k_cpu_get()->avx512;
-    if (simd && (y_finite || !(wide ? kf_has_nan_512(y, n) : kf_has_nan_avx2(y, n)))) {
+    /* the SIMD bins need a range whose reciprocal is a normal float */
+    const double r = a->hist_range;
+    const bool range_ok = !(r > 0.0) || (r >= 0x1p-100 && r <= 0x1p100);
+    if (simd && range_ok &&
+        (y_finite || !(wide ? kf_has_nan_512(y, n) : kf_has_nan_avx2(y, n)))) {
         if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
             k_acc_flush(a, p);
         const float *pf = next ? next : x; /* no next row: harmless hits */

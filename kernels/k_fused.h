@@ -51,12 +51,20 @@ bool k_fq_has_fused(const q_fmt_spec *spec);
  * to be finite (false: unknown). */
 bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
 
-/* Per-thread scratch of k_acc_row: histogram bins counted two at a time in a
- * table of 64 × 64 pairs. Zero-initialise it; it belongs to one accumulator
- * at a time, so call k_acc_flush before moving to another and at the end. */
+/* Planes of k_acc_pairs' bit-sliced counters: a count up to 2^32 - 1 a cell. */
+#define K_ACC_PLANES 32
+
+/* Per-thread scratch of k_acc_row: histogram counts not yet in the
+ * accumulator. The AVX-512 path counts in bit-sliced counters: bit b of lane l
+ * of plane j of half h stands for 2^j values of lane l in bin 32 h + b. The
+ * other paths count bins two at a time in a table of 64 × 64 pairs. Zero-
+ * initialise it; it belongs to one accumulator at a time, so call
+ * k_acc_flush before moving to another and at the end. */
 typedef struct k_acc_pairs {
+    uint32_t bits[2][K_ACC_PLANES][16];
     uint32_t n[Q_ERR_HIST_BINS * Q_ERR_HIST_BINS];
-    int64_t pending; /* pairs counted since the last flush */
+    int64_t pending; /* values counted since the last flush, halved */
+    bool bits_used;  /* bits holds counts */
 } k_acc_pairs;
 
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal

@@ -320,6 +320,78 @@ static void test_edges(void **state)
     }
 }
 
+/* The errors of test_acc_rows' row r (range 2^-6): kind 0 uniform over
+ * ±1.1 range (some beyond it), 1 on bin edges exactly and one ulp either side,
+ * 2 zero, 3 the same error everywhere (one bin gets every count: the high
+ * bit planes), 4 a mix. */
+static void acc_errors(float *y, float *x, int64_t cols, int64_t r)
+{
+    const double range = 0x1p-6;
+    int kind = (int)(r % 5);
+    for (int64_t c = 0; c < cols; c++) {
+        int k = kind == 4 ? (int)(rng() % 4) : kind;
+        double e;
+        if (k == 0) {
+            e = (2.0 * urand() - 1.0) * 1.1 * range;
+        } else if (k == 1) {
+            float edge = (float)(((double)(rng() % 65) / 32.0 - 1.0) * range);
+            int side = (int)(rng() % 3);
+            e = side == 0 ? edge : side == 1 ? nextafterf(edge, 1.0f) : nextafterf(edge, -1.0f);
+        } else if (k == 2) {
+            e = 0.0;
+        } else {
+            e = 0.3 * range;
+        }
+        y[c] = k == 1 ? (float)e : x[c] + (float)e; /* edges: x = 0, so e is y exactly */
+    }
+    if (kind == 1)
+        memset(x, 0, (size_t)cols * sizeof *x);
+}
+
+/* k_acc_row (SIMD: the bit-sliced histogram in steps of 1024 and 256
+ * values, pairs for the rest, the scalar tail) against q_metrics_add over
+ * the same rows: counts equal, sums within 1e-9, maxima equal; widths around
+ * the steps, enough rows that single bins reach 2^17 counts, a flush in the
+ * middle, and ranges outside the SIMD bins' span (scalar path). */
+static void test_acc_rows(void **state)
+{
+    (void)state;
+    static const int64_t colss[] = {16, 240, 256, 272, 1024, 1335, 4096, 2576};
+    static const double ranges[] = {0x1p-6, 0x1p-6 * 0.7, 1e-35, 1e35};
+    k_acc_pairs *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    for (int k = 0; k < 8; k++) {
+        const int64_t cols = colss[k];
+        const int64_t rows = (INT64_C(1) << 19) / cols > 5 ? (INT64_C(1) << 19) / cols : 5;
+        float *x = gen(rows, cols, 0xacc0 + (uint64_t)k);
+        float *y = malloc((size_t)(rows * cols) * sizeof *y);
+        assert_non_null(y);
+        for (int64_t r = 0; r < rows; r++)
+            acc_errors(y + r * cols, x + r * cols, cols, r);
+        for (int g = 0; g < 4; g++) {
+            if (g >= 2 && cols != 1335)
+                continue;
+            q_metrics_acc got, want;
+            q_metrics_init(&got, ranges[g]);
+            q_metrics_init(&want, ranges[g]);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *xr = x + r * cols, *yr = y + r * cols;
+                k_acc_row(&got, p, xr, yr, cols, NULL, true, true, NULL);
+                if (r == rows / 2)
+                    k_acc_flush(&got, p);
+                q_metrics_add(&want, xr, yr, 1, cols, NULL);
+            }
+            k_acc_flush(&got, p);
+            if (memcmp(got.hist, want.hist, sizeof want.hist) != 0)
+                print_error("cols %lld range %g\n", (long long)cols, ranges[g]);
+            assert_acc_match(&got, &want);
+        }
+        free(x);
+        free(y);
+    }
+    free(p);
+}
+
 /* k_fq_row, SIMD against the scalar reference, value by value (sums would hide
  * a single wrong block under a large row): edge rows at widths that take the
  * batches of eight 32-blocks and their tails. */
@@ -341,6 +413,14 @@ static void test_fq_rows(void **state)
             x[4 * cols + c] = (float)(c - 10) * 1e30f;      /* f16 scale overflow */
             x[5 * cols + c] = (c % 3 ? 1 : -1) * 1e-41f * (float)(c + 1); /* subnormal */
             x[6 * cols + c] = c < 64 ? 0.0f : x[6 * cols + c]; /* zero blocks */
+            /* q8_0 ties: block maximum 127, so 1/d = 1 and v·id = v; v = k + ½
+             * for k in -127..126, exactly and one ulp either side */
+            int64_t j = c % 32, i = c / 32 * 31 + j - 1, lv = i / 3 % 254 - 127;
+            float tie = (float)lv + 0.5f;
+            x[7 * cols + c] = j == 0         ? 127.0f
+                              : i % 3 == 0 ? tie
+                              : i % 3 == 1 ? nextafterf(tie, INFINITY)
+                                           : nextafterf(tie, -INFINITY);
         }
         float *ys = malloc((size_t)cols * sizeof *ys), *yv = malloc((size_t)cols * sizeof *yv);
         uint8_t *qb = malloc((size_t)cols * 4);
@@ -707,6 +787,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_acc_rows),
         cmocka_unit_test(test_fq_rows),       cmocka_unit_test(test_dequant_fast),
         cmocka_unit_test(test_f16c_rounding),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
