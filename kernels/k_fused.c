@@ -1006,6 +1006,27 @@ typedef struct kf_tot {
     double w2, q2, wq, e2, iwe2, iww2, mx;
 } kf_tot;
 
+/* Sets t->q2 and t->wq for values [0, c) of the row from the SIMD loop's
+ * W = Σ w², P = Σ w e and E = Σ e² (in t->w2, we, t->e2): Σ ŵ² = W + 2P + E
+ * and Σ w ŵ = W + P. Where both come out at least W / 4 in magnitude the
+ * error of each stays within 35 times the sums' own relative error (Cauchy-
+ * Schwarz bounds |P| and E by the results), else (a quantizer that zeroes or
+ * flips most of the row, or sums that overflowed) they are summed again
+ * directly. */
+static void kf_derive(kf_tot *t, double we, const float *x, const float *y, int64_t c)
+{
+    double q2 = t->w2 + 2.0 * we + t->e2, wq = t->w2 + we;
+    if (!(q2 >= 0.25 * t->w2 && fabs(wq) >= 0.25 * t->w2)) {
+        q2 = wq = 0.0;
+        for (int64_t i = 0; i < c; i++) {
+            q2 += (double)y[i] * y[i];
+            wq += (double)x[i] * y[i];
+        }
+    }
+    t->q2 = q2;
+    t->wq = wq;
+}
+
 /* Completes t over values [c, n) of the row with q_metrics_add's formulas
  * (histogram included) and adds the row to a. */
 static void kf_acc_finish(q_metrics_acc *a, kf_tot *t, const float *x, const float *y, int64_t c,
@@ -1045,7 +1066,7 @@ static void kf_acc_finish(q_metrics_acc *a, kf_tot *t, const float *x, const flo
 
 /* Four lanes of double sums. */
 typedef struct kf_sums4 {
-    __m256d w2, q2, wq, e2, iwe2, iww2;
+    __m256d w2, we, e2, iwe2, iww2;
 } kf_sums4;
 
 /* Adds four values (x, y as double; iw when has_iw) to s; max |e| into mx. */
@@ -1055,8 +1076,7 @@ kf_sums4_add(kf_sums4 *s, __m256d *mx, __m256d xd, __m256d yd, const float *iw,
 {
     __m256d e = _mm256_sub_pd(yd, xd);
     s->w2 = _mm256_fmadd_pd(xd, xd, s->w2);
-    s->q2 = _mm256_fmadd_pd(yd, yd, s->q2);
-    s->wq = _mm256_fmadd_pd(xd, yd, s->wq);
+    s->we = _mm256_fmadd_pd(xd, e, s->we);
     s->e2 = _mm256_fmadd_pd(e, e, s->e2);
     *mx = _mm256_max_pd(*mx, _mm256_andnot_pd(_mm256_set1_pd(-0.0), e));
     if (has_iw) {
@@ -1076,7 +1096,7 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
                  const float *iw, const bool has_iw, const float *pf)
 {
     const __m256d z = _mm256_setzero_pd();
-    kf_sums4 sa = {z, z, z, z, z, z}, sb = sa;
+    kf_sums4 sa = {z, z, z, z, z}, sb = sa;
     __m256d mxa = z;
     const double range = a->hist_range;
     int64_t c = 0;
@@ -1096,12 +1116,13 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
     double t4[4];
     _mm256_storeu_pd(t4, mxa);
     kf_tot t = {kf_hsum_pd(_mm256_add_pd(sa.w2, sb.w2)),
-                kf_hsum_pd(_mm256_add_pd(sa.q2, sb.q2)),
-                kf_hsum_pd(_mm256_add_pd(sa.wq, sb.wq)),
+                0.0,
+                0.0,
                 kf_hsum_pd(_mm256_add_pd(sa.e2, sb.e2)),
                 kf_hsum_pd(_mm256_add_pd(sa.iwe2, sb.iwe2)),
                 kf_hsum_pd(_mm256_add_pd(sa.iww2, sb.iww2)),
                 fmax(fmax(t4[0], t4[1]), fmax(t4[2], t4[3]))};
+    kf_derive(&t, kf_hsum_pd(_mm256_add_pd(sa.we, sb.we)), x, y, c);
     kf_acc_finish(a, &t, x, y, c, n, iw);
 }
 
@@ -1549,7 +1570,7 @@ KF_AVX512 static void kf_bits_harvest(k_acc_pairs *p, int64_t *hist)
 }
 
 typedef struct kf_sums8 {
-    __m512d w2, q2, wq, e2, iwe2, iww2;
+    __m512d w2, we, e2, iwe2, iww2;
 } kf_sums8;
 
 KF_AVX512 __attribute__((always_inline)) static inline void
@@ -1557,8 +1578,7 @@ kf_sums8_add(kf_sums8 *s, __m512d *mx, __m512d xd, __m512d yd, const float *iw, 
 {
     __m512d e = _mm512_sub_pd(yd, xd);
     s->w2 = _mm512_fmadd_pd(xd, xd, s->w2);
-    s->q2 = _mm512_fmadd_pd(yd, yd, s->q2);
-    s->wq = _mm512_fmadd_pd(xd, yd, s->wq);
+    s->we = _mm512_fmadd_pd(xd, e, s->we);
     s->e2 = _mm512_fmadd_pd(e, e, s->e2);
     *mx = _mm512_max_pd(*mx, _mm512_abs_pd(e));
     if (has_iw) {
@@ -1584,7 +1604,7 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
                 const float *iw, const bool has_iw, const float *pf)
 {
     const __m512d z = _mm512_setzero_pd();
-    kf_sums8 sa = {z, z, z, z, z, z}, sb = sa;
+    kf_sums8 sa = {z, z, z, z, z}, sb = sa;
     __m512d mxa = z;
     int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
@@ -1604,12 +1624,14 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
             kf_hist16(&h, p, x, y, i, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i));
         p->pending += (c - nb) / 2;
     }
-    kf_tot t = {kf_hsum8(sa.w2, sb.w2),     kf_hsum8(sa.q2, sb.q2),     kf_hsum8(sa.wq, sb.wq),
-                kf_hsum8(sa.e2, sb.e2),     kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2),
+    kf_tot t = {kf_hsum8(sa.w2, sb.w2), 0.0, 0.0, kf_hsum8(sa.e2, sb.e2),
+                kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2),
                 _mm512_reduce_max_pd(mxa)};
+    const double we = kf_hsum8(sa.we, sb.we);
     /* gcc 12 puts no vzeroupper in this function by itself; without one the
      * scalar (SSE) code after it ran at half speed on Zen 4 */
     _mm256_zeroupper();
+    kf_derive(&t, we, x, y, c);
     kf_acc_finish(a, &t, x, y, c, n, iw);
 }
 

@@ -352,7 +352,8 @@ static void acc_errors(float *y, float *x, int64_t cols, int64_t r)
  * values, pairs for the rest, the scalar tail) against q_metrics_add over
  * the same rows: counts equal, sums within 1e-9, maxima equal; widths around
  * the steps, enough rows that single bins reach 2^17 counts, a flush in the
- * middle, and ranges outside the SIMD bins' span (scalar path). */
+ * middle, ranges outside the SIMD bins' span (scalar path), and rows the
+ * quantizer all but zeroes. */
 static void test_acc_rows(void **state)
 {
     (void)state;
@@ -384,6 +385,22 @@ static void test_acc_rows(void **state)
             k_acc_flush(&got, p);
             if (memcmp(got.hist, want.hist, sizeof want.hist) != 0)
                 print_error("cols %lld range %g\n", (long long)cols, ranges[g]);
+            assert_acc_match(&got, &want);
+        }
+        /* quantizers that all but zero the rows (ŵ = 1e-5 w, then 0): Σ ŵ²
+         * and Σ w ŵ far below Σ w², where the SIMD loop sums them directly */
+        for (int z = 0; z < 2; z++) {
+            q_metrics_acc got, want;
+            q_metrics_init(&got, 0x1p-6);
+            q_metrics_init(&want, 0x1p-6);
+            int64_t nr = rows < 8 ? rows : 8;
+            for (int64_t c = 0; c < nr * cols; c++)
+                y[c] = z ? 0.0f : 1e-5f * x[c];
+            for (int64_t r = 0; r < nr; r++) {
+                k_acc_row(&got, p, x + r * cols, y + r * cols, cols, NULL, true, true, NULL);
+                q_metrics_add(&want, x + r * cols, y + r * cols, 1, cols, NULL);
+            }
+            k_acc_flush(&got, p);
             assert_acc_match(&got, &want);
         }
         free(x);
