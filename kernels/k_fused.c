@@ -1400,11 +1400,15 @@ KF_AVX512 static inline kf_hc kf_hc_make(double range)
     return h;
 }
 
-/* The bins of the 16 errors yf - xf (values c.. of the row x, y). */
+/* The bins of the 16 errors yf - xf (values c.. of the row x, y); their
+ * largest magnitude (in float) into *mx. */
 KF_AVX512 __attribute__((always_inline)) static inline __m512i
-kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, __m512 yf)
+kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, __m512 yf,
+          __m512 *mx)
 {
-    __m512 u = _mm512_mul_ps(_mm512_sub_ps(yf, xf), h->k);
+    __m512 d = _mm512_sub_ps(yf, xf);
+    *mx = _mm512_max_ps(*mx, _mm512_abs_ps(d));
+    __m512 u = _mm512_mul_ps(d, h->k);
     u = _mm512_range_ps(u, h->cap, 0x2); /* the smaller magnitude, sign of u */
     __m512i v = _mm512_add_epi32(
         _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
@@ -1427,9 +1431,9 @@ kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, 
  * 64-bit lane after a shift, narrowed by one instruction. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_t c, __m512 xf,
-          __m512 yf)
+          __m512 yf, __m512 *mx)
 {
-    __m512i bv = kf_bins16(h, x, y, c, xf, yf);
+    __m512i bv = kf_bins16(h, x, y, c, xf, yf, mx);
     __m512i pv = _mm512_or_si512(bv, _mm512_srli_epi64(bv, 26));
     const __m256i pi =
         _mm256_and_si256(_mm512_cvtepi64_epi32(pv), _mm256_set1_epi32(KF_PAIRS - 1));
@@ -1447,6 +1451,7 @@ kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_
 #define KF_CS_LEVELS 6 /* planes 0..5 summed by full adders, 1024 values a step */
 typedef struct kf_cs {
     __m512i p[2][KF_CS_LEVELS]; /* [half][plane] */
+    __m512 mx;                  /* largest |e| so far (float) */
 } kf_cs;
 
 /* Full adder over the bits of a, b and c: sum and carry. */
@@ -1460,9 +1465,10 @@ KF_AVX512 __attribute__((always_inline)) static inline void kf_csa(__m512i *carr
 
 /* One-hot words of the 16 errors at c, both halves. */
 KF_AVX512 __attribute__((always_inline)) static inline void
-kf_onehot16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512i w[2])
+kf_onehot16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512i w[2],
+            __m512 *mx)
 {
-    __m512i bv = kf_bins16(h, x, y, c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c));
+    __m512i bv = kf_bins16(h, x, y, c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c), mx);
     const __m512i one = _mm512_set1_epi32(1);
     w[0] = _mm512_sllv_epi32(one, bv); /* counts of 32 and more give 0 */
     w[1] = _mm512_sllv_epi32(one, _mm512_sub_epi32(bv, _mm512_set1_epi32(32)));
@@ -1482,8 +1488,8 @@ KF_AVX512 __attribute__((always_inline)) static inline void
 kf_cs_add0(kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i out[2])
 {
     __m512i a[2], b[2];
-    kf_onehot16(h, x, y, c, a);
-    kf_onehot16(h, x, y, c + 16, b);
+    kf_onehot16(h, x, y, c, a, &s->mx);
+    kf_onehot16(h, x, y, c + 16, b, &s->mx);
     kf_cs_fold(s, 0, a, b, out);
 }
 
@@ -1515,11 +1521,13 @@ KF_AVX512 static void kf_ripple(k_acc_pairs *p, int k, int j0, __m512i v)
     }
 }
 
-/* Counts the bins of values [0, n) of the row, n a multiple of 256. */
+/* Counts the bins of values [0, n) of the row, n a multiple of 256; the
+ * largest |e| into *mx. */
 KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_pairs *p, const float *x,
-                                   const float *y, int64_t n)
+                                   const float *y, int64_t n, __m512 *mx)
 {
     kf_cs s;
+    s.mx = *mx;
     for (int k = 0; k < 2; k++)
         for (int j = 0; j < KF_CS_LEVELS; j++)
             s.p[k][j] = _mm512_loadu_si512((const void *)p->bits[k][j]);
@@ -1549,6 +1557,7 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_pairs *p, const float *
             _mm512_storeu_si512((void *)p->bits[k][j], s.p[k][j]);
     p->bits_used = true;
     p->pending += n / 2;
+    *mx = s.mx;
 }
 
 /* Adds the counts of p->bits to hist and clears them. */
@@ -1574,13 +1583,15 @@ typedef struct kf_sums8 {
 } kf_sums8;
 
 KF_AVX512 __attribute__((always_inline)) static inline void
-kf_sums8_add(kf_sums8 *s, __m512d *mx, __m512d xd, __m512d yd, const float *iw, const bool has_iw)
+kf_sums8_add(kf_sums8 *s, __m512d *mx, __m512d xd, __m512d yd, const float *iw, const bool has_iw,
+             const bool has_mx)
 {
     __m512d e = _mm512_sub_pd(yd, xd);
     s->w2 = _mm512_fmadd_pd(xd, xd, s->w2);
     s->we = _mm512_fmadd_pd(xd, e, s->we);
     s->e2 = _mm512_fmadd_pd(e, e, s->e2);
-    *mx = _mm512_max_pd(*mx, _mm512_abs_pd(e));
+    if (has_mx)
+        *mx = _mm512_max_pd(*mx, _mm512_abs_pd(e));
     if (has_iw) {
         __m512d iv = _mm512_cvtps_pd(_mm256_loadu_ps(iw));
         s->iwe2 = _mm512_fmadd_pd(_mm512_mul_pd(iv, e), e, s->iwe2);
@@ -1595,13 +1606,29 @@ KF_AVX512 static double kf_hsum8(__m512d a, __m512d b)
     return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
+/* max |y - x| in double over values [0, n), n a multiple of 16. */
+KF_AVX512 static double kf_absmax_512(const float *x, const float *y, int64_t n)
+{
+    __m512d m = _mm512_setzero_pd();
+    for (int64_t c = 0; c < n; c += 8) {
+        __m512d e = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(y + c)),
+                                  _mm512_cvtps_pd(_mm256_loadu_ps(x + c)));
+        m = _mm512_max_pd(m, _mm512_abs_pd(e));
+    }
+    return _mm512_reduce_max_pd(m);
+}
+
 /* kf_acc_avx2_body with 16 values per step: the sums (each half of x and y
  * widened to double straight from memory), then the histogram over the same
  * (cache-resident) row, bit-sliced in steps of 256 values and by pairs for
- * the rest. */
+ * the rest. With a histogram, max |e| is taken in float as the errors are
+ * binned: |e| in double is at most the float figure times 1 + 2^-23, so a row
+ * whose float maximum is below p->max_seen / (1 + 2^-23) cannot raise the
+ * maximum of any accumulator p has served and leaves a->max_abs alone; any
+ * other row's maximum is found exactly, in double, and recorded. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
-                const float *iw, const bool has_iw, const float *pf)
+                const float *iw, const bool has_iw, const bool has_hist, const float *pf)
 {
     const __m512d z = _mm512_setzero_pd();
     kf_sums8 sa = {z, z, z, z, z}, sb = sa;
@@ -1610,23 +1637,32 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
     for (; c + 16 <= n; c += 16) {
         _mm_prefetch((const char *)(pf + c), _MM_HINT_T1);
         kf_sums8_add(&sa, &mxa, _mm512_cvtps_pd(_mm256_loadu_ps(x + c)),
-                     _mm512_cvtps_pd(_mm256_loadu_ps(y + c)), has_iw ? iw + c : NULL, has_iw);
+                     _mm512_cvtps_pd(_mm256_loadu_ps(y + c)), has_iw ? iw + c : NULL, has_iw,
+                     !has_hist);
         kf_sums8_add(&sb, &mxa, _mm512_cvtps_pd(_mm256_loadu_ps(x + c + 8)),
                      _mm512_cvtps_pd(_mm256_loadu_ps(y + c + 8)), has_iw ? iw + c + 8 : NULL,
-                     has_iw);
+                     has_iw, !has_hist);
     }
-    if (a->hist_range > 0.0) {
+    double mx;
+    if (has_hist) {
         const kf_hc h = kf_hc_make(a->hist_range);
+        __m512 mf = _mm512_setzero_ps();
         const int64_t nb = c / 256 * 256;
         if (nb > 0)
-            kf_hist_bits(&h, p, x, y, nb);
+            kf_hist_bits(&h, p, x, y, nb, &mf);
         for (int64_t i = nb; i < c; i += 16)
-            kf_hist16(&h, p, x, y, i, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i));
+            kf_hist16(&h, p, x, y, i, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), &mf);
         p->pending += (c - nb) / 2;
+        mx = 0.0;
+        if (!((double)_mm512_reduce_max_ps(mf) * (1.0 + 0x1p-23) < p->max_seen)) {
+            mx = kf_absmax_512(x, y, c);
+            p->max_seen = mx > p->max_seen ? mx : p->max_seen;
+        }
+    } else {
+        mx = _mm512_reduce_max_pd(mxa);
     }
-    kf_tot t = {kf_hsum8(sa.w2, sb.w2), 0.0, 0.0, kf_hsum8(sa.e2, sb.e2),
-                kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2),
-                _mm512_reduce_max_pd(mxa)};
+    kf_tot t = {kf_hsum8(sa.w2, sb.w2),     0.0, 0.0, kf_hsum8(sa.e2, sb.e2),
+                kf_hsum8(sa.iwe2, sb.iwe2), kf_hsum8(sa.iww2, sb.iww2), mx};
     const double we = kf_hsum8(sa.we, sb.we);
     /* gcc 12 puts no vzeroupper in this function by itself; without one the
      * scalar (SSE) code after it ran at half speed on Zen 4 */
@@ -1638,10 +1674,15 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
 KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
                                  int64_t n, const float *iw, const float *pf)
 {
-    if (iw)
-        kf_acc_512_body(a, p, x, y, n, iw, true, pf);
+    const bool hist = a->hist_range > 0.0;
+    if (iw && hist)
+        kf_acc_512_body(a, p, x, y, n, iw, true, true, pf);
+    else if (iw)
+        kf_acc_512_body(a, p, x, y, n, iw, true, false, pf);
+    else if (hist)
+        kf_acc_512_body(a, p, x, y, n, NULL, false, true, pf);
     else
-        kf_acc_512_body(a, p, x, y, n, NULL, false, pf);
+        kf_acc_512_body(a, p, x, y, n, NULL, false, false, pf);
 }
 
 KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)

@@ -64,12 +64,16 @@ typedef struct k_acc_pairs {
     uint32_t bits[2][K_ACC_PLANES][16];
     uint32_t n[Q_ERR_HIST_BINS * Q_ERR_HIST_BINS];
     int64_t pending; /* values counted since the last flush, halved */
+    double max_seen; /* the largest |e| recorded in an accumulator it served */
     bool bits_used;  /* bits holds counts */
 } k_acc_pairs;
 
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
- * to rounding in the last bits: SIMD sums in several lanes), the same maximum,
- * and the same histogram counts once k_acc_flush(a, p) has run. y_finite: the
+ * to rounding in the last bits: SIMD sums in several lanes) and the same
+ * histogram counts once k_acc_flush(a, p) has run. The maximum: a row whose
+ * errors cannot exceed p->max_seen may leave a->max_abs below the row's own,
+ * so the maxima are exact once every accumulator p served since it was
+ * zeroed is merged (one result per zeroed p). y_finite: the
  * caller knows y holds no NaN (k_fq_row said so), which spares a pass over y.
  * next: the n values the caller reads next (the following row), prefetched
  * while this row is summed, or NULL. */

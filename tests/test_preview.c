@@ -351,9 +351,9 @@ static void acc_errors(float *y, float *x, int64_t cols, int64_t r)
 /* k_acc_row (SIMD: the bit-sliced histogram in steps of 1024 and 256
  * values, pairs for the rest, the scalar tail) against q_metrics_add over
  * the same rows: counts equal, sums within 1e-9, maxima equal; widths around
- * the steps, enough rows that single bins reach 2^17 counts, a flush in the
- * middle, ranges outside the SIMD bins' span (scalar path), and rows the
- * quantizer all but zeroes. */
+ * the steps, enough rows that single bins reach 2^17 counts, accumulators of
+ * three rows sharing the scratch (merged), a flush inside one, ranges outside
+ * the SIMD bins' span (scalar path), and rows the quantizer all but zeroes. */
 static void test_acc_rows(void **state)
 {
     (void)state;
@@ -375,14 +375,23 @@ static void test_acc_rows(void **state)
             q_metrics_acc got, want;
             q_metrics_init(&got, ranges[g]);
             q_metrics_init(&want, ranges[g]);
+            memset(p, 0, sizeof *p); /* one result per zeroed scratch */
+            /* rows in blocks of three accumulators sharing p, merged (as the
+             * preview's row blocks), the first block flushed midway */
+            q_metrics_acc blk;
+            q_metrics_init(&blk, ranges[g]);
             for (int64_t r = 0; r < rows; r++) {
                 const float *xr = x + r * cols, *yr = y + r * cols;
-                k_acc_row(&got, p, xr, yr, cols, NULL, true, true, NULL);
-                if (r == rows / 2)
-                    k_acc_flush(&got, p);
+                k_acc_row(&blk, p, xr, yr, cols, NULL, true, true, NULL);
+                if (r == 1)
+                    k_acc_flush(&blk, p);
+                if (r % 3 == 2 || r == rows - 1) {
+                    k_acc_flush(&blk, p);
+                    q_metrics_merge(&got, &blk);
+                    q_metrics_init(&blk, ranges[g]);
+                }
                 q_metrics_add(&want, xr, yr, 1, cols, NULL);
             }
-            k_acc_flush(&got, p);
             if (memcmp(got.hist, want.hist, sizeof want.hist) != 0)
                 print_error("cols %lld range %g\n", (long long)cols, ranges[g]);
             assert_acc_match(&got, &want);
@@ -393,6 +402,7 @@ static void test_acc_rows(void **state)
             q_metrics_acc got, want;
             q_metrics_init(&got, 0x1p-6);
             q_metrics_init(&want, 0x1p-6);
+            memset(p, 0, sizeof *p);
             int64_t nr = rows < 8 ? rows : 8;
             for (int64_t c = 0; c < nr * cols; c++)
                 y[c] = z ? 0.0f : 1e-5f * x[c];
