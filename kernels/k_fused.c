@@ -114,6 +114,8 @@ bool k_fq_has_fused(const q_fmt_spec *spec)
     return kf_kind_of(spec->id) != KF_NONE || kf_grid_fast(spec);
 }
 
+static void kf_nf4_cells(float cell[3][32]);
+
 q_status k_fq_init(k_fq *k, const q_fmt_spec *spec, int64_t cols, bool force_scalar,
                    q_err *err)
 {
@@ -131,6 +133,8 @@ q_status k_fq_init(k_fq *k, const q_fmt_spec *spec, int64_t cols, bool force_sca
     k->simd = !force_scalar && KF_X86 && cpu->avx2 && cpu->fma && cpu->f16c;
     k->wide = k->simd && cpu->avx512;
     k->fused = k_fq_has_fused(spec);
+    if (spec->id == Q_FMT_NF4)
+        kf_nf4_cells(k->nf4_cell);
     if (k->fmt->ggml_type >= 0)
         k->row_bytes = (size_t)q_dtype_bytes((uint32_t)k->fmt->ggml_type, cols);
     return Q_OK;
@@ -664,11 +668,34 @@ static const float kf_nf4_mids[15] = {
     0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
 };
 
+/* k_fq.nf4_cell. Each cell holds at most one midpoint (they lie 0.080 or more
+ * apart) and none lies within 0.0016 of a cell edge, so t placed one cell
+ * off by the rounding of t · 16 + 16 still gets its level: the number of
+ * midpoints below t is the count below the cell plus t > the cell's midpoint,
+ * as in kf_grid_one. */
+static void kf_nf4_cells(float cell[3][32])
+{
+    for (int j = 0; j < 32; j++) {
+        const float lo = -1.0f + (float)j / 16.0f, hi = lo + 1.0f / 16.0f;
+        int below = 0;
+        float mid = INFINITY;
+        for (int k = 0; k < 15; k++) {
+            below += kf_nf4_mids[k] < lo;
+            if (kf_nf4_mids[k] >= lo && kf_nf4_mids[k] < hi)
+                mid = kf_nf4_mids[k];
+        }
+        cell[0][j] = mid;
+        cell[1][j] = kf_nf4_levels[below];
+        cell[2][j] = kf_nf4_levels[isinf(mid) ? below : below + 1];
+    }
+}
+
 typedef struct kf_grid {
     q_format_id id;
     float qlo, qhi, half;
     int mbits, emin; /* fp8: mantissa bits, smallest normal exponent */
     float fmax;      /* fp8: largest finite value */
+    const float (*cell)[32]; /* nf4: k_fq.nf4_cell (AVX-512) */
 } kf_grid;
 
 static bool kf_is_fp8(q_format_id id)
@@ -1174,7 +1201,10 @@ kf_lev16(kf_kind k, __m512 v, __m512 vid, __m512 vmn, __mmask16 *bad)
             _mm512_castps_si512(sgn), _mm512_castps_si512(p),
             _mm512_castps_si512(_mm512_set1_ps(KF_HALF_DOWN)), 0xca));
         __m512 r = _mm512_roundscale_ps(_mm512_add_ps(p, h), KF_TRUNC);
-        *bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(r), _mm512_set1_ps(127.0f), _CMP_NLE_UQ);
+        /* |v| ≤ max|x| and id = 1/(max|x|/127) keep |p| under 127.5 when id
+         * is finite (kf_params8 sends other blocks to the reference): only a
+         * NaN or infinite v gives a level outside [-127, 127], always NaN */
+        *bad |= _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
         return r;
     }
     __m512 t, lim, top;
@@ -1301,9 +1331,8 @@ KF_AVX512 static void kf_range_512(const float *x, int64_t n, float *lo, float *
     kf_range_finish(x, i, n, _mm512_reduce_min_ps(a), _mm512_reduce_max_ps(b), lo, hi);
 }
 
-/* kf_grid_apply_avx2 on 16 lanes; nf4 finds its level index (the number of
- * midpoints below t) by a four-step binary search over the 15 sorted
- * midpoints held in one register. */
+/* kf_grid_apply_avx2 on 16 lanes; nf4 looks its level up in the cell tables
+ * of k_fq (kf_nf4_cells). */
 KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, const float *x,
                                         float *y, int64_t n)
 {
@@ -1341,19 +1370,23 @@ KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, cons
             _mm512_storeu_ps(y + i, _mm512_mul_ps(r, s));
         }
     } else {
-        float m16[16];
-        memcpy(m16, kf_nf4_mids, sizeof kf_nf4_mids);
-        m16[15] = INFINITY; /* never read by the search */
-        const __m512 mids = _mm512_loadu_ps(m16), levels = _mm512_loadu_ps(kf_nf4_levels);
+        /* the level below or above the midpoint of t's cell (kf_nf4_cells) */
+        const float(*cell)[32] = g->cell;
+        const __m512 m0 = _mm512_loadu_ps(cell[0]), m1 = _mm512_loadu_ps(cell[0] + 16);
+        const __m512 l0 = _mm512_loadu_ps(cell[1]), l1 = _mm512_loadu_ps(cell[1] + 16);
+        const __m512 h0 = _mm512_loadu_ps(cell[2]), h1 = _mm512_loadu_ps(cell[2] + 16);
+        const __m512 sixteen = _mm512_set1_ps(16.0f), top = _mm512_set1_ps(31.0f);
         for (; i + 16 <= n; i += 16) {
             __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), inv);
-            __m512i idx = _mm512_setzero_si512();
-            for (int step = 8; step > 0; step >>= 1) {
-                __m512i j = _mm512_add_epi32(idx, _mm512_set1_epi32(step - 1));
-                __mmask16 gt = _mm512_cmp_ps_mask(t, _mm512_permutexvar_ps(j, mids), _CMP_GT_OQ);
-                idx = _mm512_mask_add_epi32(idx, gt, idx, _mm512_set1_epi32(step));
-            }
-            _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_permutexvar_ps(idx, levels), s));
+            /* cells 0 .. 31; t is ±inf or NaN where 1/s overflowed (a NaN
+             * goes to cell 0, below every midpoint, as kf_grid_one has it) */
+            __m512 u = _mm512_max_ps(_mm512_fmadd_ps(t, sixteen, sixteen), zero);
+            __m512i j = _mm512_cvttps_epi32(_mm512_min_ps(u, top));
+            __mmask16 up =
+                _mm512_cmp_ps_mask(t, _mm512_permutex2var_ps(m0, j, m1), _CMP_GT_OQ);
+            __m512 v = _mm512_mask_mov_ps(_mm512_permutex2var_ps(l0, j, l1), up,
+                                          _mm512_permutex2var_ps(h0, j, h1));
+            _mm512_storeu_ps(y + i, _mm512_mul_ps(v, s));
         }
     }
     for (; i < n; i++)
@@ -1716,6 +1749,7 @@ static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
 {
     kf_grid g;
     kf_grid_setup(&k->spec, &g);
+    g.cell = k->nf4_cell;
     const int64_t n = k->cols;
     if (k->spec.group < 0) { /* one scale for the tensor */
         kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);

@@ -35,6 +35,10 @@ typedef struct k_fq {
     bool wide;        /* ... and AVX-512 present: the 16-lane forms */
     bool fused;       /* this spec has a dedicated row kernel (else generic) */
     size_t row_bytes; /* ggml formats: bytes of one quantized row (scratch size) */
+    /* nf4: t = x / absmax in [-1, 1] cut into 32 cells 1/16 wide; per cell
+     * the midpoint between levels inside it (+inf when none) and the levels
+     * below and above it */
+    float nf4_cell[3][32];
 } k_fq;
 
 /* Sets up k for spec on rows of cols values. force_scalar: never use SIMD.

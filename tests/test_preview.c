@@ -419,6 +419,28 @@ static void test_acc_rows(void **state)
     free(p);
 }
 
+/* Value c of a row that probes nf4's level choice: groups of 64 whose
+ * maximum is 1 (so t = x), the other values at two ulps either side of each
+ * midpoint between levels and of each 1/16 step of [-1, 1] (the SIMD form's
+ * cells). */
+static float nf4_probe(int64_t c)
+{
+    static const float lev[16] = {
+        -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+        -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+        0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
+        0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+        0.7229568362236023f, 1.0f};
+    int64_t j = c % 64, item = (c / 64 * 63 + j - 1) % 240;
+    if (j == 0)
+        return 1.0f;
+    float v = item < 75 ? (float)(((double)lev[item / 5] + lev[item / 5 + 1]) / 2.0)
+                        : -1.0f + (float)((item - 75) / 5) / 16.0f;
+    for (int64_t u = item % 5 - 2; u != 0; u += u < 0 ? 1 : -1) /* -2 .. +2 ulps */
+        v = nextafterf(v, u < 0 ? -INFINITY : INFINITY);
+    return fminf(fmaxf(v, -1.0f), 1.0f);
+}
+
 /* k_fq_row, SIMD against the scalar reference, value by value (sums would hide
  * a single wrong block under a large row): edge rows at widths that take the
  * batches of eight 32-blocks and their tails. */
@@ -427,7 +449,7 @@ static void test_fq_rows(void **state)
     (void)state;
     static const int64_t colss[] = {256, 544};
     for (int k = 0; k < 2; k++) {
-        const int64_t cols = colss[k], rows = 8;
+        const int64_t cols = colss[k], rows = 9;
         float *x = gen(rows, cols, 0x51 + (uint64_t)k);
         for (int64_t c = 0; c + 32 <= cols; c += 32) { /* ±max ties, both orders */
             x[0 * cols + c + 3] = (c / 32) % 2 ? 50.0f : -50.0f;
@@ -448,6 +470,7 @@ static void test_fq_rows(void **state)
                               : i % 3 == 0 ? tie
                               : i % 3 == 1 ? nextafterf(tie, INFINITY)
                                            : nextafterf(tie, -INFINITY);
+            x[8 * cols + c] = nf4_probe(c);
         }
         float *ys = malloc((size_t)cols * sizeof *ys), *yv = malloc((size_t)cols * sizeof *yv);
         uint8_t *qb = malloc((size_t)cols * 4);
