@@ -1393,6 +1393,50 @@ KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, cons
         y[i] = kf_grid_one(g, p, x[i]);
 }
 
+/* Lane b = the maximum of the 16 lanes of v[b]: pairs inside 128-bit lanes,
+ * then quads, then across the four 128-bit lanes (45 instructions for 16
+ * reductions). */
+KF_AVX512 static __m512 kf_reduce16_max(const __m512 v[16])
+{
+    __m512 u[8], w[4];
+    for (int i = 0; i < 8; i++)
+        u[i] = _mm512_max_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                             _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: the maxima of v[4i .. 4i + 3] */
+        w[i] = _mm512_max_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xee));
+    __m512 r01 = _mm512_max_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88),
+                               _mm512_shuffle_f32x4(w[0], w[1], 0xdd));
+    __m512 r23 = _mm512_max_ps(_mm512_shuffle_f32x4(w[2], w[3], 0x88),
+                               _mm512_shuffle_f32x4(w[2], w[3], 0xdd));
+    return _mm512_max_ps(_mm512_shuffle_f32x4(r01, r23, 0x88),
+                         _mm512_shuffle_f32x4(r01, r23, 0xdd));
+}
+
+/* kf_grid_params of 16 groups of a symmetric grid (int, fp8, nf4) from their
+ * maxima |x| (what kf_grid_params derives from a finite range), in lanes. */
+KF_AVX512 static void kf_params16_sym(const kf_grid *g, __m512 amax, float s[16], float inv[16])
+{
+    __m512 vs, vi = _mm512_setzero_ps();
+    if (g->id == Q_FMT_INT) {
+        const __m512 big = _mm512_set1_ps(65504.0f);
+        vs = _mm512_div_ps(amax, _mm512_set1_ps(g->half));
+        vs = _mm512_mask_mov_ps(vs, _mm512_cmp_ps_mask(vs, big, _CMP_NLE_UQ), big);
+        vs = _mm512_cvtph_ps(_mm512_cvtps_ph(vs, _MM_FROUND_TO_NEAREST_INT));
+    } else if (kf_is_fp8(g->id)) {
+        vs = _mm512_div_ps(amax, _mm512_set1_ps(g->fmax));
+        vs = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(vs, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ),
+                                 vs);
+    } else {
+        vs = _mm512_maskz_mov_ps(
+            _mm512_cmp_ps_mask(amax, _mm512_set1_ps(3.0e38f), _CMP_LE_OQ), amax);
+        __mmask16 pos = _mm512_cmp_ps_mask(vs, _mm512_setzero_ps(), _CMP_GT_OQ);
+        vi = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), vs);
+    }
+    _mm512_storeu_ps(s, vs);
+    _mm512_storeu_ps(inv, vi);
+}
+
 /* ---- metrics ---- */
 
 KF_AVX512 static bool kf_has_nan_512(const float *y, int64_t n)
@@ -1744,6 +1788,26 @@ static void kf_grid_apply(const kf_grid *g, const kf_gpar *p, const float *x, fl
         kf_grid_apply_avx2(g, p, x, y, n);
 }
 
+/* The groups [c0, c0 + nb gs) of a symmetric grid, gs a multiple of 16:
+ * maxima of 16 groups reduced together, their parameters in one vector. */
+KF_AVX512 static void kf_groups16_sym(const kf_grid *g, const float *x, float *y, int64_t c0,
+                                      int nb, int64_t gs)
+{
+    __m512 m[16];
+    for (int b = 0; b < 16; b++) {
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t i = 0; b < nb && i < gs; i += 16)
+            a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_loadu_ps(x + c0 + b * gs + i)));
+        m[b] = a;
+    }
+    float s[16], inv[16];
+    kf_params16_sym(g, kf_reduce16_max(m), s, inv);
+    for (int b = 0; b < nb; b++) {
+        kf_gpar p = {s[b], 0.0f, inv[b]};
+        kf_grid_apply(g, &p, x + c0 + b * gs, y + c0 + b * gs, gs, true);
+    }
+}
+
 /* One row of a grid format on the AVX2 or (wide) AVX-512 kernels. */
 static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
 {
@@ -1757,15 +1821,33 @@ static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
         return;
     }
     const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
-    for (int64_t c = 0; c < n; c += gs) {
-        int64_t len = n - c < gs ? n - c : gs;
-        float lo, hi;
-        if (wide)
-            kf_range_512(x + c, len, &lo, &hi);
-        else
-            kf_range_avx2(x + c, len, &lo, &hi);
-        kf_gpar p = kf_grid_params(&g, lo, hi);
-        kf_grid_apply(&g, &p, x + c, y + c, len, wide);
+    if (wide && g.id != Q_FMT_UINT && gs % 16 == 0 && gs < n) {
+        for (int64_t c0 = 0; c0 < n; c0 += 16 * gs) {
+            int64_t left = (n - c0) / gs;
+            kf_groups16_sym(&g, x, y, c0, left < 16 ? (int)left : 16, gs);
+        }
+        return;
+    }
+    /* up to 16 groups at a time: their ranges, then their parameters, then
+     * their values, so the reductions and divisions of one group do not
+     * wait on the last */
+    for (int64_t c0 = 0; c0 < n; c0 += 16 * gs) {
+        float lo[16], hi[16];
+        kf_gpar par[16];
+        int nb = 0;
+        for (int64_t c = c0; c < n && nb < 16; c += gs, nb++) {
+            int64_t len = n - c < gs ? n - c : gs;
+            if (wide)
+                kf_range_512(x + c, len, &lo[nb], &hi[nb]);
+            else
+                kf_range_avx2(x + c, len, &lo[nb], &hi[nb]);
+        }
+        for (int b = 0; b < nb; b++)
+            par[b] = kf_grid_params(&g, lo[b], hi[b]);
+        for (int b = 0; b < nb; b++) {
+            int64_t c = c0 + b * gs, len = n - c < gs ? n - c : gs;
+            kf_grid_apply(&g, &par[b], x + c, y + c, len, wide);
+        }
     }
 }
 #endif /* KF_X86 */
