@@ -951,7 +951,7 @@ void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p)
     if (p->bits_used)
         kf_bits_harvest(p, a->hist);
 #endif
-    for (int hi = 0; hi < Q_ERR_HIST_BINS; hi++) {
+    for (int hi = 0; p->pairs_used && hi < Q_ERR_HIST_BINS; hi++) {
         const uint32_t *row = p->n + hi * Q_ERR_HIST_BINS;
         int64_t s = 0;
         for (int lo = 0; lo < Q_ERR_HIST_BINS; lo++) {
@@ -960,7 +960,9 @@ void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p)
         }
         a->hist[hi] += s;
     }
-    memset(p->n, 0, sizeof p->n);
+    if (p->pairs_used)
+        memset(p->n, 0, sizeof p->n);
+    p->pairs_used = false;
     p->pending = 0;
 }
 
@@ -1026,6 +1028,7 @@ __attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc
         kf_count4(p, pi);
     }
     p->pending += n / 2;
+    p->pairs_used = true;
 }
 
 /* Lane sums of a SIMD metrics loop over a row's first values. */
@@ -1730,6 +1733,7 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
         for (int64_t i = nb; i < c; i += 16)
             kf_hist16(&h, p, x, y, i, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), &mf);
         p->pending += (c - nb) / 2;
+        p->pairs_used |= c > nb;
         mx = 0.0;
         if (!((double)_mm512_reduce_max_ps(mf) * (1.0 + 0x1p-23) < p->max_seen)) {
             mx = kf_absmax_512(x, y, c);

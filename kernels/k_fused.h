@@ -70,6 +70,7 @@ typedef struct k_acc_pairs {
     int64_t pending; /* values counted since the last flush, halved */
     double max_seen; /* the largest |e| recorded in an accumulator it served */
     bool bits_used;  /* bits holds counts */
+    bool pairs_used; /* n holds counts */
 } k_acc_pairs;
 
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
