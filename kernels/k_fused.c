@@ -36,6 +36,8 @@
 #define KF_AVX2 __attribute__((target("avx2")))
 #define KF_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
 #define KF_TRUNC (_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC) /* an immediate: a macro */
+#define KF_NOT_FINITE 0x99 /* fpclass categories QNaN, +Inf, -Inf, SNaN */
+#define KF_NONFINITE 0x100 /* kf_q8blocks_512: x holds NaN or Inf */
 #else
 #define KF_X86 0
 #endif
@@ -533,23 +535,40 @@ __attribute__((target("avx2,f16c"))) static int kf_q8blocks_any(kf_kind k, const
 
 KF_AVX512 static int kf_q8blocks_any_512(kf_kind k, const float *x, float *y, int32_t *L,
                                          uint16_t *db, uint16_t *mb);
+KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n);
+KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n);
 
-/* Returns true when every value of y is known to be finite (x finite, no f16
- * scale overflowed, no block left to the one-block path at the row's end).
- * wide: eight blocks at a time on the AVX-512 form. */
-__attribute__((target("avx2,f16c"))) static bool kf_row_q_avx2(kf_kind k, const float *x,
-                                                                float *y, int64_t n, bool wide)
+/* NaN and Inf values of x, on the AVX2 or (wide) AVX-512 kernel. */
+static int64_t kf_count_nonfinite(const float *x, int64_t n, bool wide)
+{
+    return wide ? kf_count_nonfinite_512(x, n) : kf_count_nonfinite_avx2(x, n);
+}
+
+/* Returns K_FQ_FINITE when every value of y is known to be finite (x
+ * finite, no f16 scale overflowed, no block left to the one-block path at the
+ * row's end), else 0; K_FQ_NONFINITE when check is set and x holds NaN or Inf
+ * (found by the AVX-512 form's first pass over each eight blocks). wide:
+ * eight blocks at a time on the AVX-512 form. */
+__attribute__((target("avx2,f16c"))) static int kf_row_q_avx2(kf_kind k, const float *x,
+                                                               float *y, int64_t n, bool wide,
+                                                               bool check)
 {
     int64_t b = 0;
     int maybe = 0;
-    for (; b + 256 <= n; b += 256)
-        maybe |= wide ? kf_q8blocks_any_512(k, x + b, y + b, NULL, NULL, NULL)
-                      : kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
+    if (check && (!wide || n % 256) && kf_count_nonfinite(x, n, wide))
+        return K_FQ_NONFINITE;
+    for (; b + 256 <= n; b += 256) {
+        int r = wide ? kf_q8blocks_any_512(k, x + b, y + b, NULL, NULL, NULL)
+                     : kf_q8blocks_any(k, x + b, y + b, NULL, NULL, NULL);
+        if (r & KF_NONFINITE)
+            return K_FQ_NONFINITE;
+        maybe |= r;
+    }
     for (; b < n; b += 32) {
         kf_block_q(k, x + b, y + b);
         maybe = 1;
     }
-    return !maybe;
+    return maybe ? 0 : K_FQ_FINITE;
 }
 
 /* One block for apply: the single-block SIMD form, else the reference. */
@@ -1251,14 +1270,19 @@ KF_AVX512 static inline __m256 kf_fold16(__m512 v, bool is_max)
 }
 
 /* kf_q8blocks with each block's values in two 16-lane vectors; the same
- * modes, slow blocks and return values. */
+ * modes, slow blocks and return values. check (dequantized mode): return
+ * KF_NONFINITE, before any block is quantized, when x holds NaN or Inf. */
 KF_AVX512 __attribute__((always_inline)) static inline int
 kf_q8blocks_512(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t *db,
-                uint16_t *mb)
+                uint16_t *mb, const bool check)
 {
     __m256 mx[8], mn[8];
+    __mmask16 nf = 0;
     for (int b = 0; b < 8; b++) {
         __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+        if (check)
+            nf |= _mm512_fpclass_ps_mask(v0, KF_NOT_FINITE) |
+                  _mm512_fpclass_ps_mask(v1, KF_NOT_FINITE);
         if (k == KF_Q8_0) {
             mx[b] = kf_fold16(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)), true);
         } else {
@@ -1266,6 +1290,8 @@ kf_q8blocks_512(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t 
             mn[b] = kf_fold16(_mm512_min_ps(v0, v1), false);
         }
     }
+    if (check && nf)
+        return KF_NONFINITE;
     __m256 vmax = kf_reduce8(mx, true);
     __m256 vmin = k == KF_Q8_0 ? vmax : kf_reduce8(mn, false);
     kf_par8 par;
@@ -1304,17 +1330,18 @@ kf_q8blocks_512(const kf_kind k, const float *x, float *y, int32_t *L, uint16_t 
 KF_AVX512 static int kf_q8blocks_any_512(kf_kind k, const float *x, float *y, int32_t *L,
                                          uint16_t *db, uint16_t *mb)
 {
+    const bool check = y != NULL;
     switch (k) {
     case KF_Q8_0:
-        return kf_q8blocks_512(KF_Q8_0, x, y, L, db, mb);
+        return kf_q8blocks_512(KF_Q8_0, x, y, L, db, mb, check);
     case KF_Q4_0:
-        return kf_q8blocks_512(KF_Q4_0, x, y, L, db, mb);
+        return kf_q8blocks_512(KF_Q4_0, x, y, L, db, mb, check);
     case KF_Q5_0:
-        return kf_q8blocks_512(KF_Q5_0, x, y, L, db, mb);
+        return kf_q8blocks_512(KF_Q5_0, x, y, L, db, mb, check);
     case KF_Q4_1:
-        return kf_q8blocks_512(KF_Q4_1, x, y, L, db, mb);
+        return kf_q8blocks_512(KF_Q4_1, x, y, L, db, mb, check);
     case KF_Q5_1:
-        return kf_q8blocks_512(KF_Q5_1, x, y, L, db, mb);
+        return kf_q8blocks_512(KF_Q5_1, x, y, L, db, mb, check);
     default:
         return 0xff;
     }
@@ -1322,16 +1349,25 @@ KF_AVX512 static int kf_q8blocks_any_512(kf_kind k, const float *x, float *y, in
 
 /* ---- grids ---- */
 
-KF_AVX512 static void kf_range_512(const float *x, int64_t n, float *lo, float *hi)
+/* The range of x; returns true, with lo and hi unset, when check is set and
+ * x holds NaN or Inf. */
+KF_AVX512 static bool kf_range_512(const float *x, int64_t n, float *lo, float *hi, bool check)
 {
     __m512 a = _mm512_set1_ps(INFINITY), b = _mm512_set1_ps(-INFINITY);
+    __mmask16 nf = 0;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
+        nf |= _mm512_fpclass_ps_mask(v, KF_NOT_FINITE);
         a = _mm512_min_ps(a, v);
         b = _mm512_max_ps(b, v);
     }
+    for (int64_t t = i; t < n; t++)
+        nf |= !isfinite(x[t]);
+    if (check && nf)
+        return true;
     kf_range_finish(x, i, n, _mm512_reduce_min_ps(a), _mm512_reduce_max_ps(b), lo, hi);
+    return false;
 }
 
 /* kf_grid_apply_avx2 on 16 lanes; nf4 looks its level up in the cell tables
@@ -1793,44 +1829,58 @@ static void kf_grid_apply(const kf_grid *g, const kf_gpar *p, const float *x, fl
 }
 
 /* The groups [c0, c0 + nb gs) of a symmetric grid, gs a multiple of 16:
- * maxima of 16 groups reduced together, their parameters in one vector. */
-KF_AVX512 static void kf_groups16_sym(const kf_grid *g, const float *x, float *y, int64_t c0,
-                                      int nb, int64_t gs)
+ * maxima of 16 groups reduced together, their parameters in one vector.
+ * Returns true, before any group is quantized, when check is set and x holds
+ * NaN or Inf. */
+KF_AVX512 static bool kf_groups16_sym(const kf_grid *g, const float *x, float *y, int64_t c0,
+                                      int nb, int64_t gs, bool check)
 {
     __m512 m[16];
+    __mmask16 nf = 0;
     for (int b = 0; b < 16; b++) {
         __m512 a = _mm512_setzero_ps();
-        for (int64_t i = 0; b < nb && i < gs; i += 16)
-            a = _mm512_max_ps(a, _mm512_abs_ps(_mm512_loadu_ps(x + c0 + b * gs + i)));
+        for (int64_t i = 0; b < nb && i < gs; i += 16) {
+            __m512 v = _mm512_loadu_ps(x + c0 + b * gs + i);
+            nf |= _mm512_fpclass_ps_mask(v, KF_NOT_FINITE);
+            a = _mm512_max_ps(a, _mm512_abs_ps(v));
+        }
         m[b] = a;
     }
+    if (check && nf)
+        return true;
     float s[16], inv[16];
     kf_params16_sym(g, kf_reduce16_max(m), s, inv);
     for (int b = 0; b < nb; b++) {
         kf_gpar p = {s[b], 0.0f, inv[b]};
         kf_grid_apply(g, &p, x + c0 + b * gs, y + c0 + b * gs, gs, true);
     }
+    return false;
 }
 
-/* One row of a grid format on the AVX2 or (wide) AVX-512 kernels. */
-static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
+/* One row of a grid format on the AVX2 or (wide) AVX-512 kernels; returns
+ * K_FQ_NONFINITE when check is set and x holds NaN or Inf (found by the
+ * AVX-512 first passes), else 0. */
+static int kf_row_grid(const k_fq *k, const float *x, float *y, bool wide, bool check)
 {
     kf_grid g;
     kf_grid_setup(&k->spec, &g);
     g.cell = k->nf4_cell;
     const int64_t n = k->cols;
+    if (check && (!wide || k->spec.group < 0) && kf_count_nonfinite(x, n, wide))
+        return K_FQ_NONFINITE;
     if (k->spec.group < 0) { /* one scale for the tensor */
         kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);
         kf_grid_apply(&g, &p, x, y, n, wide);
-        return;
+        return 0;
     }
     const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
     if (wide && g.id != Q_FMT_UINT && gs % 16 == 0 && gs < n) {
         for (int64_t c0 = 0; c0 < n; c0 += 16 * gs) {
             int64_t left = (n - c0) / gs;
-            kf_groups16_sym(&g, x, y, c0, left < 16 ? (int)left : 16, gs);
+            if (kf_groups16_sym(&g, x, y, c0, left < 16 ? (int)left : 16, gs, check))
+                return K_FQ_NONFINITE;
         }
-        return;
+        return 0;
     }
     /* up to 16 groups at a time: their ranges, then their parameters, then
      * their values, so the reductions and divisions of one group do not
@@ -1841,10 +1891,10 @@ static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
         int nb = 0;
         for (int64_t c = c0; c < n && nb < 16; c += gs, nb++) {
             int64_t len = n - c < gs ? n - c : gs;
-            if (wide)
-                kf_range_512(x + c, len, &lo[nb], &hi[nb]);
-            else
+            if (!wide)
                 kf_range_avx2(x + c, len, &lo[nb], &hi[nb]);
+            else if (kf_range_512(x + c, len, &lo[nb], &hi[nb], check))
+                return K_FQ_NONFINITE;
         }
         for (int b = 0; b < nb; b++)
             par[b] = kf_grid_params(&g, lo[b], hi[b]);
@@ -1853,32 +1903,52 @@ static void kf_row_grid(const k_fq *k, const float *x, float *y, bool wide)
             kf_grid_apply(&g, &par[b], x + c, y + c, len, wide);
         }
     }
+    return 0;
 }
 #endif /* KF_X86 */
 
 /* ---- public entry points ---- */
 
-bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf)
+/* k_fq_row and k_fq_row_check: with check, K_FQ_NONFINITE when x holds NaN or
+ * Inf (found by the SIMD kernels' first pass where they have one, else by a
+ * scan before quantizing). */
+static int kf_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf,
+                     bool check)
 {
     const q_fmt_spec *s = &k->spec;
 #if KF_X86
     if (k->simd) {
         kf_kind kk = kf_kind_of(s->id);
         if (kk != KF_NONE && (!search_w || kk == KF_Q8_0))
-            return kf_row_q_avx2(kk, x, y, k->cols, k->wide);
-        if (kf_grid_fast(s) && (!search_w || s->group < 0)) {
-            kf_row_grid(k, x, y, k->wide);
-            return false;
-        }
+            return kf_row_q_avx2(kk, x, y, k->cols, k->wide, check);
+        if (kf_grid_fast(s) && (!search_w || s->group < 0))
+            return kf_row_grid(k, x, y, k->wide, check);
     }
+    if (check && kf_count_nonfinite(x, k->cols, k->simd ? k->wide : false))
+        return K_FQ_NONFINITE;
 #endif
+    if (check && !KF_X86) {
+        for (int64_t i = 0; i < k->cols; i++)
+            if (!isfinite(x[i]))
+                return K_FQ_NONFINITE;
+    }
     if (k->fmt->ggml_type >= 0) {
         k->fmt->quantize(x, qbuf, 1, k->cols, search_w);
         q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant(qbuf, y, k->cols);
     } else {
         q_grid_fakequant(s, x, y, 1, k->cols, search_w, &k->ctx);
     }
-    return false;
+    return 0;
+}
+
+bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf)
+{
+    return kf_fq_row(k, x, y, search_w, qbuf, false) == K_FQ_FINITE;
+}
+
+int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf)
+{
+    return kf_fq_row(k, x, y, search_w, qbuf, true);
 }
 
 void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
@@ -1911,7 +1981,7 @@ int64_t k_scrub_row(const float *x, float *dst, int64_t n, bool simd)
     int64_t bad = 0;
 #if KF_X86
     if (simd) {
-        bad = k_cpu_get()->avx512 ? kf_count_nonfinite_512(x, n) : kf_count_nonfinite_avx2(x, n);
+        bad = kf_count_nonfinite(x, n, k_cpu_get()->avx512);
         if (bad == 0)
             return 0;
     }

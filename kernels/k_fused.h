@@ -58,6 +58,14 @@ bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, vo
 /* Planes of k_acc_pairs' bit-sliced counters: a count up to 2^32 - 1 a cell. */
 #define K_ACC_PLANES 32
 
+/* k_fq_row for a row that may hold NaN or Inf: K_FQ_NONFINITE when it does (y
+ * then holds nothing of use: scrub the row and call k_fq_row), else
+ * K_FQ_FINITE when y is known to be finite, 0 when unknown. The SIMD kernels
+ * find non-finite values in their first pass over the row, so a finite row
+ * costs no extra pass. */
+enum { K_FQ_FINITE = 1, K_FQ_NONFINITE = 2 };
+int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
+
 /* Per-thread scratch of k_acc_row: histogram counts not yet in the
  * accumulator. The AVX-512 path counts in bit-sliced counters: bit b of lane l
  * of plane j of half h stands for 2^j values of lane l in bin 32 h + b. The

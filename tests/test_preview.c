@@ -419,6 +419,56 @@ static void test_acc_rows(void **state)
     free(p);
 }
 
+/* k_fq_row_check: every format (and the scalar path), widths 256, 544 (the
+ * AVX-512 form's steps of eight blocks and a tail) and 67: a NaN, +Inf or -Inf
+ * at the first value, in the middle or last is found; a finite row gives
+ * k_fq_row's values and finiteness. */
+static void test_fq_check(void **state)
+{
+    (void)state;
+    static const int64_t colss[] = {256, 544, 67};
+    static const float bads[] = {NAN, INFINITY, -INFINITY};
+    for (int k = 0; k < 3; k++) {
+        const int64_t cols = colss[k];
+        float *x = gen(1, cols, 0xc4ec + (uint64_t)k);
+        float *y = malloc((size_t)cols * sizeof *y), *y2 = malloc((size_t)cols * sizeof *y2);
+        uint8_t *qb = malloc((size_t)cols * 4);
+        assert_true(y && y2 && qb);
+        q_fmt_spec specs[64];
+        int ns = all_specs(specs, cols);
+        for (int i = 0; i < ns; i++) {
+            for (int scalar = 0; scalar < 2; scalar++) {
+                k_fq fq;
+                q_err err;
+                assert_int_equal(k_fq_init(&fq, &specs[i], cols, scalar, &err), Q_OK);
+                if (specs[i].group == Q_GROUP_TENSOR)
+                    q_fmt_prepare(&specs[i], x, cols, &fq.ctx);
+                bool fin = k_fq_row(&fq, x, y, NULL, qb);
+                int r = k_fq_row_check(&fq, x, y2, NULL, qb);
+                assert_int_equal(r, fin ? K_FQ_FINITE : 0);
+                assert_memory_equal(y, y2, (size_t)cols * sizeof *y);
+                const int64_t at[] = {0, cols / 2 + 3, cols - 1};
+                for (int a = 0; a < 3; a++) {
+                    float keep = x[at[a]];
+                    x[at[a]] = bads[(a + i) % 3];
+                    char nm[32];
+                    r = k_fq_row_check(&fq, x, y2, NULL, qb);
+                    if (r != K_FQ_NONFINITE)
+                        print_error("format %s scalar %d at %lld\n",
+                                    q_fmt_name(&specs[i], nm, sizeof nm), scalar,
+                                    (long long)at[a]);
+                    assert_int_equal(r, K_FQ_NONFINITE);
+                    x[at[a]] = keep;
+                }
+            }
+        }
+        free(x);
+        free(y);
+        free(y2);
+        free(qb);
+    }
+}
+
 /* Value c of a row that probes nf4's level choice: groups of 64 whose
  * maximum is 1 (so t = x), the other values at two ulps either side of each
  * midpoint between levels and of each 1/16 step of [-1, 1] (the SIMD form's
@@ -837,7 +887,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
-        cmocka_unit_test(test_acc_rows),
+        cmocka_unit_test(test_acc_rows),       cmocka_unit_test(test_fq_check),
         cmocka_unit_test(test_fq_rows),       cmocka_unit_test(test_dequant_fast),
         cmocka_unit_test(test_f16c_rounding),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
