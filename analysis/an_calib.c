@@ -2,12 +2,13 @@
  * (see an_calib.h). */
 #include "an_calib.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "an_blas.h"
 
 #include "q_gguf.h"
 #include "q_io.h"
@@ -457,6 +458,8 @@ q_status an_output_error(const an_calib *c, const char *tensor_name, const float
         return q_fail(err, Q_EUSAGE, "%s: %lld input channels captured, weight has %lld",
                       tensor_name, (long long)s->n, (long long)cols);
     int64_t R = s->res_rows;
+    if (!an_blas_load(err))
+        return Q_EINTERNAL;
     float *D = malloc((size_t)(rows * cols) * sizeof(float));
     float *Y = malloc((size_t)(R * rows) * sizeof(float));
     float *E = malloc((size_t)(R * rows) * sizeof(float));
@@ -469,10 +472,10 @@ q_status an_output_error(const an_calib *c, const char *tensor_name, const float
     for (int64_t i = 0; i < rows * cols; i++)
         D[i] = W[i] - W_hat[i];
     /* Y (R, rows) = X Wᵀ;  E (R, rows) = X (W − Ŵ)ᵀ */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)rows, (int)cols, 1.0f,
-                s->res, (int)cols, W, (int)cols, 0.0f, Y, (int)rows);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)rows, (int)cols, 1.0f,
-                s->res, (int)cols, D, (int)cols, 0.0f, E, (int)rows);
+    an_sgemm(false, true, (int)R, (int)rows, (int)cols, 1.0f, s->res, (int)cols, W, (int)cols,
+             0.0f, Y, (int)rows);
+    an_sgemm(false, true, (int)R, (int)rows, (int)cols, 1.0f, s->res, (int)cols, D, (int)cols,
+             0.0f, E, (int)rows);
     double ny = 0, ne = 0;
     for (int64_t i = 0; i < R * rows; i++) {
         ny += (double)Y[i] * Y[i];

@@ -1,12 +1,13 @@
 /* an_forward.c — batched llama forward pass on the CPU (see an_forward.h). */
 #include "an_forward.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "an_blas.h"
 
 /* Weight kinds of one block, in the order they are used. */
 enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_NORM_ATTN, W_NORM_FFN, W_PER_LAYER };
@@ -60,6 +61,8 @@ static q_status fw_shape(const q_model *m, const q_tensor *t, int64_t rows, int6
 q_status an_fwd_open(const q_model *m, int64_t cache_bytes, an_fwd **out, q_err *err)
 {
     *out = NULL;
+    if (!an_blas_load(err))
+        return Q_EINTERNAL;
     q_status st = Q_OK;
     an_fwd *f = calloc(1, sizeof *f);
     if (!f)
@@ -263,11 +266,11 @@ static q_status fw_get(an_fwd *f, fw_weight *w, bool force_cache, const float **
 static void fw_gemm_nt(int64_t T, int64_t rows, int64_t cols, const float *x, const float *W,
                        float *y)
 {
-    bool split = openblas_get_num_threads() == 1 && omp_get_max_threads() > 1 &&
+    bool split = an_blas_threads() == 1 && omp_get_max_threads() > 1 &&
                  T * rows * cols >= ((int64_t)1 << 22) && rows >= 64;
     if (!split) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)rows, (int)cols, 1.0f,
-                    x, (int)cols, W, (int)cols, 0.0f, y, (int)rows);
+        an_sgemm(false, true, (int)T, (int)rows, (int)cols, 1.0f, x, (int)cols, W, (int)cols, 0.0f,
+                 y, (int)rows);
         return;
     }
 #pragma omp parallel
@@ -277,9 +280,8 @@ static void fw_gemm_nt(int64_t T, int64_t rows, int64_t cols, const float *x, co
         int64_t per = ((rows + nt - 1) / nt + 15) / 16 * 16;
         int64_t r0 = id * per, r1 = r0 + per < rows ? r0 + per : rows;
         if (r0 < r1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)(r1 - r0),
-                        (int)cols, 1.0f, x, (int)cols, W + r0 * cols, (int)cols, 0.0f, y + r0,
-                        (int)rows);
+            an_sgemm(false, true, (int)T, (int)(r1 - r0), (int)cols, 1.0f, x, (int)cols,
+                     W + r0 * cols, (int)cols, 0.0f, y + r0, (int)rows);
     }
 }
 
@@ -339,14 +341,14 @@ static void fw_attention(const an_config *c, const float *q, const float *k, con
     int64_t hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_head_kv * hd;
     int64_t group = c->n_head / c->n_head_kv;
     float scale = (float)(1.0 / sqrt((double)hd));
-    bool par = openblas_get_num_threads() == 1 && T * T * hd >= (1 << 20);
+    bool par = an_blas_threads() == 1 && T * T * hd >= (1 << 20);
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int64_t h = 0; h < c->n_head; h++) {
         int64_t kh = h / group;
         float *att = att_all + (int64_t)omp_get_thread_num() * T * T;
         /* att (T, T) = q_h (T, hd) · k_hᵀ */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale,
-                    q + h * hd, (int)qd, k + kh * hd, (int)kvd, 0.0f, att, (int)T);
+        an_sgemm(false, true, (int)T, (int)T, (int)hd, scale, q + h * hd, (int)qd, k + kh * hd,
+                 (int)kvd, 0.0f, att, (int)T);
         for (int64_t t = 0; t < T; t++) {
             float *r = att + t * T;
             float mx = r[0];
@@ -365,8 +367,8 @@ static void fw_attention(const an_config *c, const float *q, const float *k, con
                 r[j] = 0.0f;
         }
         /* o_h (T, hd) = att (T, T) · v_h (T, hd) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f,
-                    att, (int)T, v + kh * hd, (int)kvd, 0.0f, o + h * hd, (int)qd);
+        an_sgemm(false, false, (int)T, (int)hd, (int)T, 1.0f, att, (int)T, v + kh * hd, (int)kvd,
+                 0.0f, o + h * hd, (int)qd);
     }
 }
 
@@ -520,24 +522,10 @@ q_status an_fwd_greedy(an_fwd *f, const int32_t *prompt, int64_t n_prompt, int32
     return st;
 }
 
-/* blas_thread_shutdown_ stops the worker pool of OpenBLAS's pthreads build (the
- * library itself calls it before fork); only that build exports it, hence the
- * weak reference: with another build it is NULL and there is no pool. */
-extern int blas_thread_shutdown_(void) __attribute__((weak));
-
-void an_blas_one_thread(void)
-{
-    if (getenv("OPENBLAS_NUM_THREADS"))
-        return; /* the user's choice */
-    openblas_set_num_threads(1);
-    if (blas_thread_shutdown_)
-        blas_thread_shutdown_();
-}
-
 void an_set_threads(int n)
 {
     if (n < 1)
         return;
     omp_set_num_threads(n);
-    openblas_set_num_threads(1);
+    an_blas_single();
 }

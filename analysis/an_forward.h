@@ -4,7 +4,7 @@
  * RMSNorm, RoPE (GGUF models: adjacent pairs, llama.cpp's "normal" rope; safetensors /
  * HF directories: rotate-half, q/k rows in HF order), grouped-query attention with a
  * causal mask, SwiGLU FFN, tied or separate output. Matrix products go through
- * OpenBLAS (cblas_sgemm); weights are dequantized to f32 (q_tensor_read_rows) when
+ * OpenBLAS (an_blas.h, loaded by an_fwd_open); weights are dequantized to f32 (q_tensor_read_rows) when
  * used: all of them once when their f32 size fits the cache budget, otherwise one
  * tensor at a time into a reusable buffer, so a large model never sits in memory as
  * f32. No KV cache: every call evaluates the whole prompt from position 0.
@@ -76,21 +76,11 @@ q_status an_fwd_eval(an_fwd *f, const int32_t *tokens, int64_t T, float *logits,
 q_status an_fwd_greedy(an_fwd *f, const int32_t *prompt, int64_t n_prompt, int32_t eos,
                        int32_t *out, int64_t max_tokens, int64_t *n_out, q_err *err);
 
-/* Sets n OpenMP threads for the calling process and OpenBLAS to one thread: the pass
- * then splits its matrix products and attention heads over OpenMP itself, so only one
- * thread pool runs (OpenMP and OpenBLAS pools spinning side by side fight on few
- * cores). Without this call (or an_blas_one_thread) OpenBLAS threads each product on
- * its own. n < 1: no-op. */
+/* Sets n OpenMP threads for the calling process and OpenBLAS to one thread (even
+ * where OPENBLAS_NUM_THREADS says otherwise): the pass then splits its matrix
+ * products and attention heads over OpenMP itself, so only one thread pool runs
+ * (an_blas.h). n < 1: no-op. */
 void an_set_threads(int n);
 
-/* Sets OpenBLAS to one thread and stops its worker pool, unless the user set
- * OPENBLAS_NUM_THREADS. Debian's default (pthreads) OpenBLAS starts the pool when
- * it loads, and the workers spin for about 0.1 s before they sleep: on two cores
- * that takes a core from the first work of every run (inspect of 1.7 GB: 0.21 s
- * instead of 0.17 s). The forward pass then splits its products over OpenMP, as
- * after an_set_threads. qtune's main() calls it first. (Debian's sequential
- * OpenBLAS is no way out: it is not safe to call from several threads at once;
- * tried, the --kld figures came out wrong under load.) */
-void an_blas_one_thread(void);
 
 #endif

@@ -53,8 +53,7 @@ static void note_gpu(void)
 
 int main(int argc, char **argv)
 {
-    an_blas_one_thread(); /* one thread pool in qtune: OpenMP's */
-    k_init();             /* fast kernels into the format traits and q_preview */
+    k_init(); /* fast kernels into the format traits and q_preview */
     if (argc < 2) {
         usage(stderr);
         return 64;
