@@ -138,7 +138,9 @@ static inline bool is_outlier(double x, double mean, double band)
     return fabs(x - mean) > band;
 }
 
-q_status an_tensor_stats(const q_tensor *t, an_stats *out, q_err *err)
+/* an_tensor_stats_side; *ran: side has run (in the pass's region). */
+static q_status tensor_stats(const q_tensor *t, void (*side)(void *), void *user, bool *ran,
+                             an_stats *out, q_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!t->readable)
@@ -173,6 +175,12 @@ q_status an_tensor_stats(const q_tensor *t, an_stats *out, q_err *err)
         if ((!direct && !buf) || !cand[tid])
             oom = true;
         q_err lerr;
+#pragma omp single nowait
+        {
+            if (side)
+                side(user);
+            *ran = true;
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < cp.n_chunks; c++) {
             if (oom)
@@ -268,4 +276,19 @@ done:
     if (oom)
         return q_fail(err, Q_ENOMEM, "%s: out of memory computing statistics", t->name);
     return Q_OK;
+}
+
+q_status an_tensor_stats_side(const q_tensor *t, void (*side)(void *), void *user, an_stats *out,
+                              q_err *err)
+{
+    bool ran = false;
+    q_status st = tensor_stats(t, side, user, &ran, out, err);
+    if (side && !ran) /* the pass stopped before its region */
+        side(user);
+    return st;
+}
+
+q_status an_tensor_stats(const q_tensor *t, an_stats *out, q_err *err)
+{
+    return an_tensor_stats_side(t, NULL, NULL, out, err);
 }

@@ -26,4 +26,12 @@ typedef struct an_stats {
  * whose type cannot be read. */
 q_status an_tensor_stats(const q_tensor *t, an_stats *out, q_err *err);
 
+/* an_tensor_stats with side work: side(user) runs once, on one of the pass's
+ * threads, while the others start on the data (the pass hands out its chunks
+ * dynamically, so that thread simply takes fewer). For work that would
+ * otherwise leave all but one thread idle, such as releasing the pages of the
+ * tensor read before. side NULL: as an_tensor_stats. */
+q_status an_tensor_stats_side(const q_tensor *t, void (*side)(void *), void *user, an_stats *out,
+                              q_err *err);
+
 #endif

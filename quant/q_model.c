@@ -637,6 +637,28 @@ void q_tensor_release(const q_tensor *t)
         madvise((void *)a, n, MADV_DONTNEED);
 }
 
+#define RELEASE_ALIGN ((uintptr_t)2 << 20) /* a PMD's span on x86-64 */
+
+void q_tensor_release_seq(const q_tensor *t, bool last, uintptr_t *done)
+{
+    uintptr_t lo = (uintptr_t)t->data, hi = lo + (uintptr_t)t->bytes;
+    if (!t->data || t->bytes == 0)
+        return;
+    if (*done > lo) { /* not in file order */
+        q_tensor_release(t);
+        return;
+    }
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = *done ? *done : (lo + page - 1) & ~(page - 1);
+    uintptr_t b = last ? hi & ~(page - 1) : hi & ~(RELEASE_ALIGN - 1);
+    if (b > a) {
+        madvise((void *)a, b - a, MADV_DONTNEED);
+        *done = b;
+    } else if (!*done) {
+        *done = a;
+    }
+}
+
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* Linux 5.14 */
 #endif

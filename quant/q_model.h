@@ -102,6 +102,15 @@ q_status q_tensor_read_rows(const q_tensor *t, int64_t row0, int64_t nrows, floa
  * at the same time. */
 void q_tensor_release(const q_tensor *t);
 
+/* q_tensor_release for tensors read one after another in file order: releases
+ * from *done (0 at first: t's first whole page) up to the last 2 MiB boundary
+ * inside t (its last page when last), and moves *done there. The span around
+ * a boundary shared with the next tensor waits for that tensor, so every
+ * release covers whole 2 MiB spans: no huge-page mapping of the file is split
+ * (a split costs the unmap of 512 small ones). A tensor out of order is
+ * released as by q_tensor_release. */
+void q_tensor_release_seq(const q_tensor *t, bool last, uintptr_t *done);
+
 /* A background reader for streaming a model tensor by tensor: while the caller
  * works on one tensor, a thread brings the first cap bytes of the next into
  * memory through the mapping (MADV_POPULATE_READ: the fault path, so the

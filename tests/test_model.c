@@ -261,6 +261,32 @@ static double tensor_sum(const q_tensor *t)
     return s;
 }
 
+/* Resident kB of the mapping holding p (/proc/self/smaps), -1 unknown. */
+static int64_t mapped_rss_kb(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    bool in = false;
+    int64_t kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) { /* a mapping's first line */
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+            continue;
+        }
+        long v;
+        if (in && sscanf(line, "Rss: %ld kB", &v) == 1) {
+            kb = v;
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
 static void test_prefetch(void **state)
 {
     (void)state;
@@ -288,6 +314,28 @@ static void test_prefetch(void **state)
     }
     for (uint64_t i = 0; i < m->n_tensors; i++)
         assert_true(tensor_sum(&m->tensors[i]) == before[i]);
+    /* In file order with q_tensor_release_seq (the last one closing the
+     * span): the data reads back the same, a tensor out of order is released
+     * as by q_tensor_release, and none of the mapping stays resident. */
+    uintptr_t done = 0;
+    uint64_t bytes = 0;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        assert_true(tensor_sum(&m->tensors[i]) == before[i]);
+        bytes += m->tensors[i].bytes;
+    }
+    int64_t kb_read = mapped_rss_kb(m->tensors[0].data);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        assert_true(tensor_sum(&m->tensors[i]) == before[i]);
+        q_tensor_release_seq(&m->tensors[i], i + 1 == m->n_tensors, &done);
+    }
+    int64_t kb_left = mapped_rss_kb(m->tensors[0].data);
+    if (kb_read >= 0 && kb_left >= 0) /* the header stays; of the data, the end pages */
+        assert_true(kb_left <= kb_read - (int64_t)(bytes / 1024) + 8);
+    assert_true(tensor_sum(&m->tensors[0]) == before[0]);
+    uintptr_t keep = done;
+    q_tensor_release_seq(&m->tensors[0], false, &done); /* out of order */
+    assert_true(done == keep);
+    assert_true(tensor_sum(&m->tensors[0]) == before[0]);
     free(before);
     q_model_close(m);
 }

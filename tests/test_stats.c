@@ -463,6 +463,42 @@ static void test_unreadable(void **state)
     assert_non_null(strstr(err.msg, "IQ2_XXS"));
 }
 
+static void count_side(void *user)
+{
+    (*(int *)user)++;
+}
+
+/* an_tensor_stats_side runs its side work exactly once, with 1 and 2 threads,
+ * also when the pass stops early, and changes no figure. */
+static void test_side(void **state)
+{
+    (void)state;
+    rng_state = 5;
+    int64_t rows = 200, cols = 700;
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    assert_non_null(x);
+    for (int64_t i = 0; i < rows * cols; i++)
+        x[i] = 0.02f * student_t();
+    q_tensor t = make_tensor(x, Q_DT_F32, rows, cols);
+    q_err err;
+    an_stats a, b;
+    for (int nt = 1; nt <= 2; nt++) {
+        omp_set_num_threads(nt);
+        int calls = 0;
+        assert_int_equal(an_tensor_stats(&t, &a, &err), Q_OK);
+        assert_int_equal(an_tensor_stats_side(&t, count_side, &calls, &b, &err), Q_OK);
+        assert_int_equal(calls, 1);
+        assert_memory_equal(&a, &b, sizeof a);
+    }
+    uint8_t raw[66 * 2] = {0};
+    q_tensor u = make_tensor(raw, Q_DT_IQ2_XXS, 1, 256);
+    u.readable = false;
+    int calls = 0;
+    assert_int_equal(an_tensor_stats_side(&u, count_side, &calls, &b, &err), Q_EUSAGE);
+    assert_int_equal(calls, 1);
+    free(x);
+}
+
 /* The widest path this CPU (as capped by QTUNE_NO_AVX512/QTUNE_NO_SIMD) has
  * is the one taken, so the suite checks it. */
 static void test_path(void **state)
@@ -489,7 +525,7 @@ int main(void)
         cmocka_unit_test(test_second_pass),       cmocka_unit_test(test_f16_bf16),
         cmocka_unit_test(test_unreadable),        cmocka_unit_test(test_moments_paths),
         cmocka_unit_test(test_moments_scales),    cmocka_unit_test(test_moments_one_sided),
-        cmocka_unit_test(test_path),
+        cmocka_unit_test(test_path),              cmocka_unit_test(test_side),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
