@@ -730,9 +730,31 @@ q_prefetch *q_prefetch_start(uint64_t cap)
     return p;
 }
 
+/* Whether the pages of t's first len bytes look resident in the page cache:
+ * its first, middle and last page are (mincore). */
+static bool looks_resident(const q_tensor *t, uint64_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)t->data;
+    const uintptr_t at[3] = {lo, lo + len / 2, lo + len - 1};
+    for (int i = 0; i < 3; i++) {
+        unsigned char in = 0;
+        if (mincore((void *)(at[i] & ~(page - 1)), page, &in) != 0 || !(in & 1))
+            return false;
+    }
+    return true;
+}
+
 void q_prefetch_tensor(q_prefetch *p, const q_tensor *t)
 {
-    if (!p || !t->data)
+    if (!p || !t->data || t->bytes == 0)
+        return;
+    /* Nothing to read from disk: the readers' own faults map the pages, and
+     * a populate here would only move that work to a thread that competes
+     * with them for the cores (and, woken, preempts the caller): a warm
+     * 2-thread inspect of 1.7 GB, alternating runs, median 0.125 s against
+     * 0.136 s with it. */
+    if (looks_resident(t, t->bytes < p->cap ? t->bytes : p->cap))
         return;
     pthread_mutex_lock(&p->mu);
     p->want = t;

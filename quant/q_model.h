@@ -116,9 +116,10 @@ void q_tensor_release_seq(const q_tensor *t, bool last, uintptr_t *done);
  * memory through the mapping (MADV_POPULATE_READ: the fault path, so the
  * MADV_HUGEPAGE mapping reads from disk in 2 MiB folios, which later runs map
  * cheaply; MADV_WILLNEED's readahead would leave 4 KiB pages). A new request
- * replaces one not yet finished. Falls back to a WILLNEED hint where the kernel
- * lacks MADV_POPULATE_READ (before Linux 5.14), and to nothing when no thread
- * can be started. */
+ * replaces one not yet finished. A tensor whose first, middle and last pages
+ * are already in the page cache is left to the readers' own faults (mincore).
+ * Falls back to a WILLNEED hint where the kernel lacks MADV_POPULATE_READ
+ * (before Linux 5.14), and to nothing when no thread can be started. */
 typedef struct q_prefetch q_prefetch;
 q_prefetch *q_prefetch_start(uint64_t cap);
 void q_prefetch_tensor(q_prefetch *p, const q_tensor *t);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 
 #include <cmocka.h>
 
@@ -340,6 +342,49 @@ static void test_prefetch(void **state)
     q_model_close(m);
 }
 
+/* Whether the page holding p is in the page cache; -1 unknown. */
+static int resident(const void *p)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    unsigned char in = 0;
+    if (mincore((void *)((uintptr_t)p & ~(page - 1)), page, &in) != 0)
+        return -1;
+    return in & 1;
+}
+
+/* A tensor dropped from the page cache is read back by the prefetcher (which
+ * skips tensors already resident). */
+static void test_prefetch_cold(void **state)
+{
+    (void)state;
+    if (!have_models())
+        skip();
+    char path[1100];
+    model_path(path, sizeof path, "stories260K.gguf");
+    q_model *m = open_model("stories260K.gguf");
+    const q_tensor *big = &m->tensors[0];
+    for (uint64_t i = 1; i < m->n_tensors; i++)
+        big = m->tensors[i].bytes > big->bytes ? &m->tensors[i] : big;
+    const uint8_t *probe = big->data + big->bytes / 4; /* within the cap below */
+    q_tensor_release(big);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    if (resident(probe) != 0) { /* mapped elsewhere, or no mincore */
+        q_model_close(m);
+        skip();
+    }
+    q_prefetch *pf = q_prefetch_start(1 << 20);
+    assert_non_null(pf);
+    q_prefetch_tensor(pf, big);
+    for (int w = 0; w < 1000 && resident(probe) != 1; w++)
+        usleep(1000);
+    q_prefetch_stop(pf);
+    assert_int_equal(resident(probe), 1);
+    q_model_close(m);
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -386,7 +431,7 @@ int main(void)
         cmocka_unit_test(test_same_rows_f16),    cmocka_unit_test(test_same_rows_bf16),
         cmocka_unit_test(test_same_rows_hf),     cmocka_unit_test(test_hf_values),
         cmocka_unit_test(test_read_rows_bounds), cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_prefetch),
+        cmocka_unit_test(test_prefetch),       cmocka_unit_test(test_prefetch_cold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
