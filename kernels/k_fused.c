@@ -939,7 +939,7 @@ KF_AVX2 static bool kf_has_nan_avx2(const float *y, int64_t n)
 }
 
 /* Bins are counted two at a time, as one of 64 × 64 pairs, in the caller's
- * k_acc_pairs table (16 KiB, L1-resident): half the read-modify-writes of
+ * k_acc_scratch table (16 KiB, L1-resident): half the read-modify-writes of
  * counting single bins, and pairs crowd far less onto one counter (errors
  * crowd into the middle bins, and increments of one counter chain through
  * store-to-load forwarding). The pair indices go from the vector to general
@@ -948,7 +948,7 @@ KF_AVX2 static bool kf_has_nan_avx2(const float *y, int64_t n)
 #define KF_PAIRS (Q_ERR_HIST_BINS * Q_ERR_HIST_BINS)
 
 /* Counts the four pair indices in the int32 lanes of pi. */
-__attribute__((target("sse4.1"), always_inline)) static inline void kf_count4(k_acc_pairs *p,
+__attribute__((target("sse4.1"), always_inline)) static inline void kf_count4(k_acc_scratch *p,
                                                                               __m128i pi)
 {
     const uint64_t q0 = (uint64_t)_mm_cvtsi128_si64(pi), q1 = (uint64_t)_mm_extract_epi64(pi, 1);
@@ -959,10 +959,10 @@ __attribute__((target("sse4.1"), always_inline)) static inline void kf_count4(k_
 }
 
 #if KF_X86
-KF_AVX512 static void kf_bits_harvest(k_acc_pairs *p, int64_t *hist);
+KF_AVX512 static void kf_bits_harvest(k_acc_scratch *p, int64_t *hist);
 #endif
 
-void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p)
+void k_acc_flush(q_metrics_acc *a, k_acc_scratch *p)
 {
     if (!p->pending)
         return;
@@ -1008,7 +1008,7 @@ static void kf_rebin(int32_t *b, unsigned nm, const float *x, const float *y, do
  * float t lies within 1e-4 of an integer (a bin edge, or 0 and 64, the ends)
  * is binned again by the exact formula, so every count equals the
  * reference's. n is a multiple of 8. */
-__attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc_pairs *p,
+__attribute__((target("avx2"))) static void kf_hist_avx2(q_metrics_acc *a, k_acc_scratch *p,
                                                          const float *x, const float *y,
                                                          int64_t n)
 {
@@ -1141,7 +1141,7 @@ kf_sums4_add(kf_sums4 *s, __m256d *mx, __m256d xd, __m256d yd, const float *iw,
  * so the accumulators stay in registers. The histogram is a second loop over
  * the same (cache-resident) row. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+kf_acc_avx2_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
                  const float *iw, const bool has_iw, const float *pf)
 {
     const __m256d z = _mm256_setzero_pd();
@@ -1177,7 +1177,7 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *
 
 /* Inlined twice, so the loop without importance weights keeps its
  * accumulators in registers. */
-__attribute__((target("avx2,fma"))) static void kf_acc_avx2(q_metrics_acc *a, k_acc_pairs *p,
+__attribute__((target("avx2,fma"))) static void kf_acc_avx2(q_metrics_acc *a, k_acc_scratch *p,
                                                              const float *x, const float *y,
                                                              int64_t n, const float *iw,
                                                              const float *pf)
@@ -1546,7 +1546,7 @@ kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, 
  * at once: the pair index of lanes 2i and 2i + 1 is the low half of their
  * 64-bit lane after a shift, narrowed by one instruction. */
 KF_AVX512 __attribute__((always_inline)) static inline void
-kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_t c, __m512 xf,
+kf_hist16(const kf_hc *h, k_acc_scratch *p, const float *x, const float *y, int64_t c, __m512 xf,
           __m512 yf, __m512 *mx)
 {
     __m512i bv = kf_bins16(h, x, y, c, xf, yf, mx);
@@ -1557,7 +1557,7 @@ kf_hist16(const kf_hc *h, k_acc_pairs *p, const float *x, const float *y, int64_
     kf_count4(p, _mm256_extracti128_si256(pi, 1));
 }
 
-/* Bit-sliced counting (k_acc_pairs.bits): 16 values become two one-hot
+/* Bit-sliced counting (k_acc_scratch.bits): 16 values become two one-hot
  * words a lane, bit b of the low word for bin b < 32 and of the high word for
  * bin 32 + b; the words of 16 vectors are added into carry-save planes of
  * weight 1, 2, 4 and 8 by full adders (two ternary-logic instructions each,
@@ -1626,7 +1626,7 @@ KF_CS_ADD(5, 4)
 #undef KF_CS_ADD
 
 /* Adds v, of weight 2^j0, into planes j0.. of half k. */
-KF_AVX512 static void kf_ripple(k_acc_pairs *p, int k, int j0, __m512i v)
+KF_AVX512 static void kf_ripple(k_acc_scratch *p, int k, int j0, __m512i v)
 {
     for (int j = j0; j < K_ACC_PLANES; j++) {
         __m512i pl = _mm512_loadu_si512((const void *)p->bits[k][j]);
@@ -1639,7 +1639,7 @@ KF_AVX512 static void kf_ripple(k_acc_pairs *p, int k, int j0, __m512i v)
 
 /* Counts the bins of values [0, n) of the row, n a multiple of 256; the
  * largest |e| into *mx. */
-KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_pairs *p, const float *x,
+KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float *x,
                                    const float *y, int64_t n, __m512 *mx)
 {
     kf_cs s;
@@ -1677,7 +1677,7 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_pairs *p, const float *
 }
 
 /* Adds the counts of p->bits to hist and clears them. */
-KF_AVX512 static void kf_bits_harvest(k_acc_pairs *p, int64_t *hist)
+KF_AVX512 static void kf_bits_harvest(k_acc_scratch *p, int64_t *hist)
 {
     for (int k = 0; k < 2; k++) {
         for (int j = 0; j < K_ACC_PLANES; j++) {
@@ -1743,7 +1743,7 @@ KF_AVX512 static double kf_absmax_512(const float *x, const float *y, int64_t n)
  * maximum of any accumulator p has served and leaves a->max_abs alone; any
  * other row's maximum is found exactly, in double, and recorded. */
 KF_AVX512 __attribute__((always_inline)) static inline void
-kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+kf_acc_512_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
                 const float *iw, const bool has_iw, const bool has_hist, const float *pf)
 {
     const __m512d z = _mm512_setzero_pd();
@@ -1788,8 +1788,8 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y
     kf_acc_finish(a, &t, x, y, c, n, iw);
 }
 
-KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y,
-                                 int64_t n, const float *iw, const float *pf)
+KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_scratch *p, const float *x,
+                                 const float *y, int64_t n, const float *iw, const float *pf)
 {
     const bool hist = a->hist_range > 0.0;
     if (iw && hist)
@@ -1951,7 +1951,7 @@ int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_
     return kf_fq_row(k, x, y, search_w, qbuf, true);
 }
 
-void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
                const float *iw, bool simd, bool y_finite, const float *next)
 {
 #if KF_X86

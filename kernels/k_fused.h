@@ -55,7 +55,7 @@ bool k_fq_has_fused(const q_fmt_spec *spec);
  * to be finite (false: unknown). */
 bool k_fq_row(const k_fq *k, const float *x, float *y, const float *search_w, void *qbuf);
 
-/* Planes of k_acc_pairs' bit-sliced counters: a count up to 2^32 - 1 a cell. */
+/* Planes of k_acc_scratch's bit-sliced counters: a count up to 2^32 - 1 a cell. */
 #define K_ACC_PLANES 32
 
 /* k_fq_row for a row that may hold NaN or Inf: K_FQ_NONFINITE when it does (y
@@ -72,14 +72,14 @@ int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_
  * other paths count bins two at a time in a table of 64 × 64 pairs. Zero-
  * initialise it; it belongs to one accumulator at a time, so call
  * k_acc_flush before moving to another and at the end. */
-typedef struct k_acc_pairs {
+typedef struct k_acc_scratch {
     uint32_t bits[2][K_ACC_PLANES][16];
     uint32_t n[Q_ERR_HIST_BINS * Q_ERR_HIST_BINS];
     int64_t pending; /* values counted since the last flush, halved */
     double max_seen; /* the largest |e| recorded in an accumulator it served */
     bool bits_used;  /* bits holds counts */
     bool pairs_used; /* n holds counts */
-} k_acc_pairs;
+} k_acc_scratch;
 
 /* Adds one row to a: the same sums as q_metrics_add(a, x, y, 1, n, iw) (equal
  * to rounding in the last bits: SIMD sums in several lanes) and the same
@@ -90,10 +90,10 @@ typedef struct k_acc_pairs {
  * caller knows y holds no NaN (k_fq_row said so), which spares a pass over y.
  * next: the n values the caller reads next (the following row), prefetched
  * while this row is summed, or NULL. */
-void k_acc_row(q_metrics_acc *a, k_acc_pairs *p, const float *x, const float *y, int64_t n,
+void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
                const float *iw, bool simd, bool y_finite, const float *next);
 /* Folds the pair counts of p into a's histogram and empties p. */
-void k_acc_flush(q_metrics_acc *a, k_acc_pairs *p);
+void k_acc_flush(q_metrics_acc *a, k_acc_scratch *p);
 
 /* Copies x to dst with NaN/Inf replaced by 0 when x has any; returns how many
  * (0: dst untouched, use x). */

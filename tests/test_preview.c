@@ -359,7 +359,7 @@ static void test_acc_rows(void **state)
     (void)state;
     static const int64_t colss[] = {16, 240, 256, 272, 1024, 1335, 4096, 2576};
     static const double ranges[] = {0x1p-6, 0x1p-6 * 0.7, 1e-35, 1e35};
-    k_acc_pairs *p = calloc(1, sizeof *p);
+    k_acc_scratch *p = calloc(1, sizeof *p);
     assert_non_null(p);
     for (int k = 0; k < 8; k++) {
         const int64_t cols = colss[k];
