@@ -1358,11 +1358,12 @@ KF_AVX512 static bool kf_range_512(const float *x, int64_t n, float *lo, float *
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 v = _mm512_loadu_ps(x + i);
-        nf |= _mm512_fpclass_ps_mask(v, KF_NOT_FINITE);
+        if (check)
+            nf |= _mm512_fpclass_ps_mask(v, KF_NOT_FINITE);
         a = _mm512_min_ps(a, v);
         b = _mm512_max_ps(b, v);
     }
-    for (int64_t t = i; t < n; t++)
+    for (int64_t t = i; check && t < n; t++)
         nf |= !isfinite(x[t]);
     if (check && nf)
         return true;
@@ -1559,11 +1560,12 @@ kf_hist16(const kf_hc *h, k_acc_scratch *p, const float *x, const float *y, int6
 
 /* Bit-sliced counting (k_acc_scratch.bits): 16 values become two one-hot
  * words a lane, bit b of the low word for bin b < 32 and of the high word for
- * bin 32 + b; the words of 16 vectors are added into carry-save planes of
- * weight 1, 2, 4 and 8 by full adders (two ternary-logic instructions each,
- * Harley and Seal's popcount tree), and each carry of weight 16 is rippled
- * into the planes above. About 7 vector instructions per 16 values, against
- * 8 scalar increments of the pair table. */
+ * bin 32 + b; the words of 64 vectors (1024 values) are added into carry-save
+ * planes of weight 1, 2, .., 32 held in registers by full adders (two
+ * ternary-logic instructions each, Harley and Seal's popcount tree), and each
+ * carry of weight 64 is rippled into the planes above, in memory. About 7
+ * vector instructions per 16 values, against 8 scalar increments of the pair
+ * table. */
 #define KF_CS_LEVELS 6 /* planes 0..5 summed by full adders, 1024 values a step */
 typedef struct kf_cs {
     __m512i p[2][KF_CS_LEVELS]; /* [half][plane] */
@@ -1599,7 +1601,7 @@ kf_cs_fold(kf_cs *s, int level, const __m512i a[2], const __m512i b[2], __m512i 
         kf_csa(&out[k], &s->p[k][level], s->p[k][level], a[k], b[k]);
 }
 
-/* kf_cs_add1 .. 3: 2^(level + 1) vectors from c on added at planes 0..level. */
+/* kf_cs_add0 .. 5: 2^(level + 1) vectors from c on added at planes 0..level. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_cs_add0(kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i out[2])
 {
@@ -1736,8 +1738,8 @@ KF_AVX512 static double kf_absmax_512(const float *x, const float *y, int64_t n)
 
 /* kf_acc_avx2_body with 16 values per step: the sums (each half of x and y
  * widened to double straight from memory), then the histogram over the same
- * (cache-resident) row, bit-sliced in steps of 256 values and by pairs for
- * the rest. With a histogram, max |e| is taken in float as the errors are
+ * (cache-resident) row, bit-sliced in steps of 1024 and 256 values and by
+ * pairs for the rest. With a histogram, max |e| is taken in float as the errors are
  * binned: |e| in double is at most the float figure times 1 + 2^-23, so a row
  * whose float maximum is below p->max_seen / (1 + 2^-23) cannot raise the
  * maximum of any accumulator p has served and leaves a->max_abs alone; any
@@ -1841,7 +1843,8 @@ KF_AVX512 static bool kf_groups16_sym(const kf_grid *g, const float *x, float *y
         __m512 a = _mm512_setzero_ps();
         for (int64_t i = 0; b < nb && i < gs; i += 16) {
             __m512 v = _mm512_loadu_ps(x + c0 + b * gs + i);
-            nf |= _mm512_fpclass_ps_mask(v, KF_NOT_FINITE);
+            if (check)
+                nf |= _mm512_fpclass_ps_mask(v, KF_NOT_FINITE);
             a = _mm512_max_ps(a, _mm512_abs_ps(v));
         }
         m[b] = a;
@@ -1909,6 +1912,22 @@ static int kf_row_grid(const k_fq *k, const float *x, float *y, bool wide, bool 
 
 /* ---- public entry points ---- */
 
+/* NaN and Inf values of x: counted on the SIMD kernels where simd allows
+ * them (wide: AVX-512), else one by one. */
+static int64_t kf_nonfinite(const float *x, int64_t n, bool simd, bool wide)
+{
+#if KF_X86
+    if (simd)
+        return kf_count_nonfinite(x, n, wide);
+#endif
+    (void)simd;
+    (void)wide;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !isfinite(x[i]);
+    return bad;
+}
+
 /* k_fq_row and k_fq_row_check: with check, K_FQ_NONFINITE when x holds NaN or
  * Inf (found by the SIMD kernels' first pass where they have one, else by a
  * scan before quantizing). */
@@ -1924,14 +1943,9 @@ static int kf_fq_row(const k_fq *k, const float *x, float *y, const float *searc
         if (kf_grid_fast(s) && (!search_w || s->group < 0))
             return kf_row_grid(k, x, y, k->wide, check);
     }
-    if (check && kf_count_nonfinite(x, k->cols, k->simd ? k->wide : false))
-        return K_FQ_NONFINITE;
 #endif
-    if (check && !KF_X86) {
-        for (int64_t i = 0; i < k->cols; i++)
-            if (!isfinite(x[i]))
-                return K_FQ_NONFINITE;
-    }
+    if (check && kf_nonfinite(x, k->cols, k->simd, k->wide))
+        return K_FQ_NONFINITE;
     if (k->fmt->ggml_type >= 0) {
         k->fmt->quantize(x, qbuf, 1, k->cols, search_w);
         q_dtype_get((uint32_t)k->fmt->ggml_type)->dequant(qbuf, y, k->cols);
@@ -1978,18 +1992,7 @@ void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *
 
 int64_t k_scrub_row(const float *x, float *dst, int64_t n, bool simd)
 {
-    int64_t bad = 0;
-#if KF_X86
-    if (simd) {
-        bad = kf_count_nonfinite(x, n, k_cpu_get()->avx512);
-        if (bad == 0)
-            return 0;
-    }
-#endif
-    (void)simd;
-    bad = 0;
-    for (int64_t i = 0; i < n; i++)
-        bad += !isfinite(x[i]);
+    int64_t bad = kf_nonfinite(x, n, simd, simd && k_cpu_get()->avx512);
     if (bad == 0)
         return 0;
     for (int64_t i = 0; i < n; i++)
