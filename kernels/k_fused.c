@@ -1252,13 +1252,16 @@ kf_store16(kf_kind k, __m512 l, __m512 dh, __m512 mh, int32_t *L, float *y)
         _mm512_storeu_si512((void *)L, _mm512_cvttps_epi32(l));
         return;
     }
+    /* l · dh is exact (an integer of at most 8 bits times an f16 value), so
+     * one fused multiply-add rounds as the reference's product and sum do;
+     * q8_0's + 0 turns the level -0 into the reference's +0 */
     __m512 v;
     if (k == KF_Q8_0)
-        v = _mm512_mul_ps(_mm512_add_ps(l, _mm512_setzero_ps()), dh);
+        v = _mm512_fmadd_ps(l, dh, _mm512_setzero_ps());
     else if (k == KF_Q4_0 || k == KF_Q5_0)
         v = _mm512_mul_ps(_mm512_sub_ps(l, _mm512_set1_ps(k == KF_Q4_0 ? 8.0f : 16.0f)), dh);
     else
-        v = _mm512_add_ps(_mm512_mul_ps(l, dh), mh);
+        v = _mm512_fmadd_ps(l, dh, mh);
     _mm512_storeu_ps(y, v);
 }
 
@@ -1517,23 +1520,32 @@ KF_AVX512 static inline kf_hc kf_hc_make(double range)
     return h;
 }
 
-/* The bins of the 16 errors yf - xf (values c.. of the row x, y); their
- * largest magnitude (in float) into *mx. */
+/* The bins of the 16 errors yf - xf as computed in fixed point (lanes near a
+ * bin edge may be one off) and, in *near, the lanes to bin again by the exact
+ * formula; their largest magnitude (in float) into *mx. */
 KF_AVX512 __attribute__((always_inline)) static inline __m512i
-kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, __m512 yf,
-          __m512 *mx)
+kf_bins16_fast(const kf_hc *h, __m512 xf, __m512 yf, __m512 *mx, __mmask16 *near)
 {
     __m512 d = _mm512_sub_ps(yf, xf);
-    *mx = _mm512_max_ps(*mx, _mm512_abs_ps(d));
+    *mx = _mm512_range_ps(*mx, d, 0xb); /* the larger magnitude, sign cleared */
     __m512 u = _mm512_mul_ps(d, h->k);
     u = _mm512_range_ps(u, h->cap, 0x2); /* the smaller magnitude, sign of u */
     __m512i v = _mm512_add_epi32(
         _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
         _mm512_set1_epi32((1 << 21) + 8));
     /* (u + 8) mod 2^16 < 16: u within 8 of an edge */
-    __mmask16 near = _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0xfff0));
-    near &= (__mmask16)~_mm512_cmp_ps_mask(yf, xf, _CMP_EQ_OQ);
-    __m512i bv = _mm512_srli_epi32(v, 16);
+    *near = _mm512_mask_testn_epi32_mask(_mm512_cmp_ps_mask(yf, xf, _CMP_NEQ_UQ), v,
+                                         _mm512_set1_epi32(0xfff0));
+    return _mm512_srli_epi32(v, 16);
+}
+
+/* kf_bins16_fast with the lanes near an edge binned again: every bin exact. */
+KF_AVX512 __attribute__((always_inline)) static inline __m512i
+kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, __m512 yf,
+          __m512 *mx)
+{
+    __mmask16 near;
+    __m512i bv = kf_bins16_fast(h, xf, yf, mx, &near);
     if (__builtin_expect(near != 0, 0)) {
         int32_t b[16];
         _mm512_storeu_si512((void *)b, bv);
@@ -1570,6 +1582,8 @@ kf_hist16(const kf_hc *h, k_acc_scratch *p, const float *x, const float *y, int6
 typedef struct kf_cs {
     __m512i p[2][KF_CS_LEVELS]; /* [half][plane] */
     __m512 mx;                  /* largest |e| so far (float) */
+    int64_t c0;                 /* the step's first value */
+    __mmask16 near[64];         /* per vector of the step: lanes to bin again */
 } kf_cs;
 
 /* Full adder over the bits of a, b and c: sum and carry. */
@@ -1581,12 +1595,13 @@ KF_AVX512 __attribute__((always_inline)) static inline void kf_csa(__m512i *carr
     *sum = _mm512_ternarylogic_epi32(a, b, c, 0x96);   /* parity */
 }
 
-/* One-hot words of the 16 errors at c, both halves. */
+/* One-hot words of the 16 errors at c, both halves, from the fixed-point
+ * bins; the lanes near an edge are noted in s->near for kf_cs_fix. */
 KF_AVX512 __attribute__((always_inline)) static inline void
-kf_onehot16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512i w[2],
-            __m512 *mx)
+kf_onehot16(kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i w[2])
 {
-    __m512i bv = kf_bins16(h, x, y, c, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c), mx);
+    __m512i bv = kf_bins16_fast(h, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c), &s->mx,
+                                &s->near[(c - s->c0) >> 4]);
     const __m512i one = _mm512_set1_epi32(1);
     w[0] = _mm512_sllv_epi32(one, bv); /* counts of 32 and more give 0 */
     w[1] = _mm512_sllv_epi32(one, _mm512_sub_epi32(bv, _mm512_set1_epi32(32)));
@@ -1606,8 +1621,8 @@ KF_AVX512 __attribute__((always_inline)) static inline void
 kf_cs_add0(kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i out[2])
 {
     __m512i a[2], b[2];
-    kf_onehot16(h, x, y, c, a, &s->mx);
-    kf_onehot16(h, x, y, c + 16, b, &s->mx);
+    kf_onehot16(s, h, x, y, c, a);
+    kf_onehot16(s, h, x, y, c + 16, b);
     kf_cs_fold(s, 0, a, b, out);
 }
 
@@ -1627,6 +1642,35 @@ KF_CS_ADD(4, 3)
 KF_CS_ADD(5, 4)
 #undef KF_CS_ADD
 
+/* After a step of nv vectors from s->c0: each lane the step counted in a bin
+ * its exact bin differs from moves to the exact one in p->fix. */
+KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, const float *x,
+                                const float *y, int nv)
+{
+    uint64_t any = 0;
+    for (int i = 0; i < nv; i += 4) {
+        uint64_t w;
+        memcpy(&w, &s->near[i], sizeof w);
+        any |= w;
+    }
+    for (int i = 0; any && i < nv; i++) {
+        if (!s->near[i])
+            continue;
+        const int64_t c = s->c0 + 16 * i;
+        __m512 unused = _mm512_setzero_ps();
+        __mmask16 nm;
+        int32_t b[16];
+        _mm512_storeu_si512((void *)b, kf_bins16_fast(h, _mm512_loadu_ps(x + c),
+                                                      _mm512_loadu_ps(y + c), &unused, &nm));
+        for (; nm; nm &= (__mmask16)(nm - 1)) {
+            int l = __builtin_ctz(nm);
+            int32_t e = kf_bin_exact(x[c + l], y[c + l], h->range);
+            p->fix[b[l]]--;
+            p->fix[e]++;
+        }
+    }
+}
+
 /* Adds v, of weight 2^j0, into planes j0.. of half k. */
 KF_AVX512 static void kf_ripple(k_acc_scratch *p, int k, int j0, __m512i v)
 {
@@ -1640,7 +1684,9 @@ KF_AVX512 static void kf_ripple(k_acc_scratch *p, int k, int j0, __m512i v)
 }
 
 /* Counts the bins of values [0, n) of the row, n a multiple of 256; the
- * largest |e| into *mx. */
+ * largest |e| into *mx. The lanes near a bin edge are counted in their
+ * fixed-point bins by the adders and moved to their exact bins by kf_cs_fix
+ * after each step, which keeps calls and branches out of the adders' code. */
 KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float *x,
                                    const float *y, int64_t n, __m512 *mx)
 {
@@ -1652,12 +1698,15 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float
     int64_t c = 0;
     __m512i carry[2];
     for (; c + 1024 <= n; c += 1024) {
+        s.c0 = c;
         kf_cs_add5(&s, h, x, y, c, carry);
         for (int k = 0; k < 2; k++)
             if (_mm512_test_epi32_mask(carry[k], carry[k]))
                 kf_ripple(p, k, KF_CS_LEVELS, carry[k]);
+        kf_cs_fix(&s, h, p, x, y, 64);
     }
     for (; c < n; c += 256) { /* planes 4 and 5 are in s: a half adder each */
+        s.c0 = c;
         kf_cs_add3(&s, h, x, y, c, carry);
         for (int k = 0; k < 2; k++) {
             __m512i v = carry[k];
@@ -1669,6 +1718,7 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float
             if (_mm512_test_epi32_mask(v, v))
                 kf_ripple(p, k, KF_CS_LEVELS, v);
         }
+        kf_cs_fix(&s, h, p, x, y, 16);
     }
     for (int k = 0; k < 2; k++)
         for (int j = 0; j < KF_CS_LEVELS; j++)
@@ -1692,7 +1742,10 @@ KF_AVX512 static void kf_bits_harvest(k_acc_scratch *p, int64_t *hist)
             }
         }
     }
+    for (int b = 0; b < Q_ERR_HIST_BINS; b++)
+        hist[b] += p->fix[b];
     memset(p->bits, 0, sizeof p->bits);
+    memset(p->fix, 0, sizeof p->fix);
     p->bits_used = false;
 }
 

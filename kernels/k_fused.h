@@ -75,6 +75,7 @@ int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_
 typedef struct k_acc_scratch {
     uint32_t bits[2][K_ACC_PLANES][16];
     uint32_t n[Q_ERR_HIST_BINS * Q_ERR_HIST_BINS];
+    int64_t fix[Q_ERR_HIST_BINS]; /* corrections to the bit counts (bins near an edge) */
     int64_t pending; /* values counted since the last flush, halved */
     double max_seen; /* the largest |e| recorded in an accumulator it served */
     bool bits_used;  /* bits holds counts */
