@@ -491,16 +491,66 @@ static float nf4_probe(int64_t c)
     return fminf(fmaxf(v, -1.0f), 1.0f);
 }
 
+/* A row whose grid scale is s0 = 3/64 in every group (int: group maxima of
+ * half · s0; uint: values in [0, qhi · s0]; fp8: maxima of fmax · s0), its
+ * other values at the half-integers of x / s0 (fp8: the midpoints between
+ * its values) and up to three ulps either side: where a quotient rounded
+ * any other way than the reference's x / s lands on the other side. False
+ * for the other formats. */
+static bool grid_tie_row(const q_fmt_spec *s, float *x, int64_t cols)
+{
+    const float s0 = 3.0f / 64.0f;
+    const int bits = s->bits;
+    float top;
+    if (s->id == Q_FMT_INT)
+        top = (float)((1 << bits) - 1) / 2.0f;
+    else if (s->id == Q_FMT_UINT)
+        top = (float)((1 << bits) - 1);
+    else if (s->id == Q_FMT_FP8_E4M3)
+        top = 448.0f;
+    else if (s->id == Q_FMT_FP8_E5M2)
+        top = 57344.0f;
+    else
+        return false;
+    const bool fp8 = s->id == Q_FMT_FP8_E4M3 || s->id == Q_FMT_FP8_E5M2;
+    const int mbits = s->id == Q_FMT_FP8_E4M3 ? 3 : 2;
+    for (int64_t c = 0; c < cols; c++) {
+        int64_t j = c % 32, i = c / 32 * 31 + j;
+        float v;
+        if (j == 0) {
+            v = top;
+        } else if (fp8) { /* (2m + 1) / 2 · 2^(e - mbits), m in [2^mbits, 2^(mbits+1)) */
+            int m = (1 << mbits) + (int)(i % (1 << mbits)), e = (int)(i / 8 % 12) - 6;
+            v = ldexpf((float)(2 * m + 1) / 2.0f, e - mbits);
+            v = (i % 2 ? -v : v);
+        } else if (s->id == Q_FMT_INT) {
+            int lv = (int)(i % (int64_t)(2 * (int)top)) - (int)top; /* k + ½ within ±half */
+            v = (float)lv + 0.5f;
+        } else {
+            v = (float)(i % (int64_t)top) + 0.5f;
+        }
+        float xv = v * s0;
+        for (int u = 0; u < (int)(i % 7) - 3; u++)
+            xv = nextafterf(xv, INFINITY);
+        for (int u = 0; u < 3 - (int)(i % 7); u++)
+            xv = nextafterf(xv, -INFINITY);
+        x[c] = j == 0 ? top * s0 : xv;
+    }
+    return true;
+}
+
 /* k_fq_row, SIMD against the scalar reference, value by value (sums would hide
  * a single wrong block under a large row): edge rows at widths that take the
- * batches of eight 32-blocks and their tails. */
+ * batches of eight 32-blocks, their tails and the row kernel's pieces, and
+ * for the grids a row of ties (grid_tie_row). */
 static void test_fq_rows(void **state)
 {
     (void)state;
-    static const int64_t colss[] = {256, 544};
-    for (int k = 0; k < 2; k++) {
+    /* 4352: the AVX-512 row kernel's pieces of 64 blocks, twice and a part */
+    static const int64_t colss[] = {256, 544, 4352};
+    for (int k = 0; k < 3; k++) {
         const int64_t cols = colss[k], rows = 9;
-        float *x = gen(rows, cols, 0x51 + (uint64_t)k);
+        float *x = gen(rows + 1, cols, 0x51 + (uint64_t)k);
         for (int64_t c = 0; c + 32 <= cols; c += 32) { /* ±max ties, both orders */
             x[0 * cols + c + 3] = (c / 32) % 2 ? 50.0f : -50.0f;
             x[0 * cols + c + 20] = (c / 32) % 2 ? -50.0f : 50.0f;
@@ -535,7 +585,10 @@ static void test_fq_rows(void **state)
                 q_fmt_prepare(&specs[i], x, rows * cols, &fs.ctx);
                 fv.ctx = fs.ctx;
             }
-            for (int64_t r = 0; r < rows; r++) {
+            float *tie = x + rows * cols; /* this format's row of ties, if any */
+            const bool ties = specs[i].group != Q_GROUP_TENSOR &&
+                              grid_tie_row(&specs[i], tie, cols);
+            for (int64_t r = 0; r < rows + ties; r++) {
                 k_fq_row(&fs, x + r * cols, ys, NULL, qb);
                 k_fq_row(&fv, x + r * cols, yv, NULL, qb);
                 char nm[32];
