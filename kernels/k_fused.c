@@ -1473,66 +1473,120 @@ KF_AVX512 static bool kf_range_512(const float *x, int64_t n, float *lo, float *
     return false;
 }
 
-/* kf_grid_apply_avx2 on 16 lanes; nf4 looks its level up in the cell tables
- * of k_fq (kf_nf4_cells). */
-KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, const float *x,
-                                        float *y, int64_t n)
+/* Constants of kf_grid16 for one grid (nf4: the cell tables of k_fq,
+ * kf_nf4_cells). */
+typedef struct kf_gc {
+    __m512 qlo, qhi, fmx, m0, m1, l0, l1, h0, h1;
+    __m512i emin, mb;
+} kf_gc;
+
+/* 16 values of one group of grid g (parameters s, z, 1/s in vectors): x to y,
+ * lanes lm only where masked. */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_grid16(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, const float *x,
+          float *y, __mmask16 lm, const bool masked)
 {
-    int64_t i = 0;
-    const __m512 s = _mm512_set1_ps(p->s), z = _mm512_set1_ps(p->z);
-    const __m512 qlo = _mm512_set1_ps(g->qlo), qhi = _mm512_set1_ps(g->qhi);
-    const __m512 zero = _mm512_setzero_ps(), inv = _mm512_set1_ps(p->inv);
-    if (g->id == Q_FMT_INT) {
-        for (; i + 16 <= n; i += 16) {
-            __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), s), KF_RN);
-            q = _mm512_min_ps(_mm512_max_ps(q, qlo), qhi);
-            _mm512_storeu_ps(y + i, _mm512_mul_ps(q, s));
-        }
-    } else if (g->id == Q_FMT_UINT) {
-        for (; i + 16 <= n; i += 16) {
-            __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), s), KF_RN);
-            q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, z), zero), qhi);
-            _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_sub_ps(q, z), s));
-        }
-    } else if (kf_is_fp8(g->id)) {
-        const __m512 sgn = _mm512_set1_ps(-0.0f), fmx = _mm512_set1_ps(g->fmax);
-        const __m512i emin = _mm512_set1_epi32(g->emin), b127 = _mm512_set1_epi32(127);
-        const __m512i mb = _mm512_set1_epi32(g->mbits);
-        for (; i + 16 <= n; i += 16) {
-            __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), s);
-            __m512 a = _mm512_andnot_ps(sgn, v);
-            __m512i ex = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), b127);
-            ex = _mm512_max_epi32(ex, emin);
-            __m512i k = _mm512_sub_epi32(mb, ex); /* -125 ≤ k ≤ 16 */
-            __m512 up = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, b127), 23));
-            __m512 dn = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(b127, k), 23));
-            __m512 r = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, up), KF_RN), dn);
-            r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(a, fmx, _CMP_GE_OQ), fmx);
-            r = _mm512_or_ps(r, _mm512_and_ps(v, sgn));
-            _mm512_storeu_ps(y + i, _mm512_mul_ps(r, s));
-        }
+    const __m512 zero = _mm512_setzero_ps(), sgn = _mm512_set1_ps(-0.0f);
+    const __m512 xv = masked ? _mm512_maskz_loadu_ps(lm, x) : _mm512_loadu_ps(x);
+    __m512 r;
+    if (id == Q_FMT_INT) {
+        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(xv, s), KF_RN);
+        r = _mm512_mul_ps(_mm512_min_ps(_mm512_max_ps(q, k->qlo), k->qhi), s);
+    } else if (id == Q_FMT_UINT) {
+        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(xv, s), KF_RN);
+        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, z), zero), k->qhi);
+        r = _mm512_mul_ps(_mm512_sub_ps(q, z), s);
+    } else if (kf_is_fp8(id)) {
+        const __m512i b127 = _mm512_set1_epi32(127);
+        __m512 v = _mm512_div_ps(xv, s);
+        __m512 a = _mm512_andnot_ps(sgn, v);
+        __m512i ex = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), b127);
+        ex = _mm512_max_epi32(ex, k->emin);
+        __m512i kk = _mm512_sub_epi32(k->mb, ex); /* -125 ≤ kk ≤ 16 */
+        __m512 up = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(kk, b127), 23));
+        __m512 dn = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(b127, kk), 23));
+        __m512 f = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, up), KF_RN), dn);
+        f = _mm512_mask_mov_ps(f, _mm512_cmp_ps_mask(a, k->fmx, _CMP_GE_OQ), k->fmx);
+        r = _mm512_mul_ps(_mm512_or_ps(f, _mm512_and_ps(v, sgn)), s);
     } else {
-        /* the level below or above the midpoint of t's cell (kf_nf4_cells) */
-        const float(*cell)[32] = g->cell;
-        const __m512 m0 = _mm512_loadu_ps(cell[0]), m1 = _mm512_loadu_ps(cell[0] + 16);
-        const __m512 l0 = _mm512_loadu_ps(cell[1]), l1 = _mm512_loadu_ps(cell[1] + 16);
-        const __m512 h0 = _mm512_loadu_ps(cell[2]), h1 = _mm512_loadu_ps(cell[2] + 16);
-        const __m512 sixteen = _mm512_set1_ps(16.0f), top = _mm512_set1_ps(31.0f);
-        for (; i + 16 <= n; i += 16) {
-            __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), inv);
-            /* cells 0 .. 31; t is ±inf or NaN where 1/s overflowed (a NaN
-             * goes to cell 0, below every midpoint, as kf_grid_one has it) */
-            __m512 u = _mm512_max_ps(_mm512_fmadd_ps(t, sixteen, sixteen), zero);
-            __m512i j = _mm512_cvttps_epi32(_mm512_min_ps(u, top));
-            __mmask16 up =
-                _mm512_cmp_ps_mask(t, _mm512_permutex2var_ps(m0, j, m1), _CMP_GT_OQ);
-            __m512 v = _mm512_mask_mov_ps(_mm512_permutex2var_ps(l0, j, l1), up,
-                                          _mm512_permutex2var_ps(h0, j, h1));
-            _mm512_storeu_ps(y + i, _mm512_mul_ps(v, s));
-        }
+        /* nf4: the level below or above the midpoint of t's cell; t is ±inf
+         * or NaN where 1/s overflowed (a NaN goes to cell 0, below every
+         * midpoint, as kf_grid_one has it) */
+        const __m512 sixteen = _mm512_set1_ps(16.0f);
+        __m512 t = _mm512_mul_ps(xv, inv);
+        __m512 u = _mm512_max_ps(_mm512_fmadd_ps(t, sixteen, sixteen), zero);
+        __m512i j = _mm512_cvttps_epi32(_mm512_min_ps(u, _mm512_set1_ps(31.0f)));
+        __mmask16 hi = _mm512_cmp_ps_mask(t, _mm512_permutex2var_ps(k->m0, j, k->m1), _CMP_GT_OQ);
+        __m512 v = _mm512_mask_mov_ps(_mm512_permutex2var_ps(k->l0, j, k->l1), hi,
+                                      _mm512_permutex2var_ps(k->h0, j, k->h1));
+        r = _mm512_mul_ps(v, s);
     }
-    for (; i < n; i++)
-        y[i] = kf_grid_one(g, p, x[i]);
+    if (masked)
+        _mm512_mask_storeu_ps(y, lm, r);
+    else
+        _mm512_storeu_ps(y, r);
+}
+
+/* kf_grid_apply_avx2 on 16 lanes for ng consecutive groups of gs values,
+ * group b with the parameters p[b] (zeros where its scale is 0), the
+ * constants set up once for all of them; no calls in the loop, so they stay
+ * in registers (grouped int4: 0.30 -> 0.24 ns a value). */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_grid_apply_body(const q_format_id id, const kf_grid *g, const kf_gpar *p, int ng, int64_t gs,
+                   const float *x, float *y)
+{
+    kf_gc k;
+    k.qlo = _mm512_set1_ps(g->qlo);
+    k.qhi = _mm512_set1_ps(g->qhi);
+    k.fmx = _mm512_set1_ps(g->fmax);
+    k.emin = _mm512_set1_epi32(g->emin);
+    k.mb = _mm512_set1_epi32(g->mbits);
+    k.m0 = k.m1 = k.l0 = k.l1 = k.h0 = k.h1 = _mm512_setzero_ps();
+    if (id == Q_FMT_NF4) {
+        k.m0 = _mm512_loadu_ps(g->cell[0]);
+        k.m1 = _mm512_loadu_ps(g->cell[0] + 16);
+        k.l0 = _mm512_loadu_ps(g->cell[1]);
+        k.l1 = _mm512_loadu_ps(g->cell[1] + 16);
+        k.h0 = _mm512_loadu_ps(g->cell[2]);
+        k.h1 = _mm512_loadu_ps(g->cell[2] + 16);
+    }
+    const int64_t full = gs / 16 * 16;
+    const __mmask16 tail = (__mmask16)((1u << (gs - full)) - 1);
+    for (int gb = 0; gb < ng; gb++, x += gs, y += gs) {
+        const kf_gpar *pb = &p[gb];
+        if (!(pb->s > 0.0f)) {
+            for (int64_t i = 0; i < full; i += 16)
+                _mm512_storeu_ps(y + i, _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(y + full, tail, _mm512_setzero_ps());
+            continue;
+        }
+        const __m512 s = _mm512_set1_ps(pb->s), z = _mm512_set1_ps(pb->z);
+        const __m512 inv = _mm512_set1_ps(pb->inv);
+        for (int64_t i = 0; i < full; i += 16)
+            kf_grid16(id, &k, s, z, inv, x + i, y + i, 0xffff, false);
+        if (tail)
+            kf_grid16(id, &k, s, z, inv, x + full, y + full, tail, true);
+    }
+}
+
+KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, int ng, int64_t gs,
+                                        const float *x, float *y)
+{
+    switch (g->id) {
+    case Q_FMT_INT:
+        kf_grid_apply_body(Q_FMT_INT, g, p, ng, gs, x, y);
+        break;
+    case Q_FMT_UINT:
+        kf_grid_apply_body(Q_FMT_UINT, g, p, ng, gs, x, y);
+        break;
+    case Q_FMT_FP8_E4M3:
+    case Q_FMT_FP8_E5M2: /* the two differ in kf_gc's constants only */
+        kf_grid_apply_body(Q_FMT_FP8_E4M3, g, p, ng, gs, x, y);
+        break;
+    default:
+        kf_grid_apply_body(Q_FMT_NF4, g, p, ng, gs, x, y);
+        break;
+    }
 }
 
 /* Lane b = the maximum of the 16 lanes of v[b]: pairs inside 128-bit lanes,
@@ -1974,10 +2028,10 @@ KF_AVX512 static int64_t kf_count_nonfinite_512(const float *x, int64_t n)
 static void kf_grid_apply(const kf_grid *g, const kf_gpar *p, const float *x, float *y,
                           int64_t n, bool wide)
 {
-    if (!(p->s > 0.0f))
+    if (wide)
+        kf_grid_apply_512(g, p, 1, n, x, y);
+    else if (!(p->s > 0.0f))
         memset(y, 0, (size_t)n * sizeof *y);
-    else if (wide)
-        kf_grid_apply_512(g, p, x, y, n);
     else
         kf_grid_apply_avx2(g, p, x, y, n);
 }
@@ -2005,10 +2059,10 @@ KF_AVX512 static bool kf_groups16_sym(const kf_grid *g, const float *x, float *y
         return true;
     float s[16], inv[16];
     kf_params16_sym(g, kf_reduce16_max(m), s, inv);
-    for (int b = 0; b < nb; b++) {
-        kf_gpar p = {s[b], 0.0f, inv[b]};
-        kf_grid_apply(g, &p, x + c0 + b * gs, y + c0 + b * gs, gs, true);
-    }
+    kf_gpar p[16];
+    for (int b = 0; b < nb; b++)
+        p[b] = (kf_gpar){s[b], 0.0f, inv[b]};
+    kf_grid_apply_512(g, p, nb, gs, x + c0, y + c0);
     return false;
 }
 
