@@ -1739,13 +1739,16 @@ typedef struct kf_cs {
     __mmask16 near[64];         /* per vector of the step: lanes to bin again */
 } kf_cs;
 
-/* Full adder over the bits of a, b and c: sum and carry. */
-KF_AVX512 __attribute__((always_inline)) static inline void kf_csa(__m512i *carry, __m512i *sum,
-                                                                   __m512i a, __m512i b,
-                                                                   __m512i c)
+/* Full adder over the bits of the plane *p and of a and b: the sum into *p,
+ * the carry returned. The carry is taken from a, b and the new sum (0xd4:
+ * the majority of a, b and a ^ b ^ sum, the old plane), so that neither
+ * instruction needs an operand kept alive past it: each overwrites a dead
+ * register instead of a copy. */
+KF_AVX512 __attribute__((always_inline)) static inline __m512i kf_csa(__m512i *p, __m512i a,
+                                                                      __m512i b)
 {
-    *carry = _mm512_ternarylogic_epi32(a, b, c, 0xe8); /* majority */
-    *sum = _mm512_ternarylogic_epi32(a, b, c, 0x96);   /* parity */
+    *p = _mm512_ternarylogic_epi32(*p, a, b, 0x96); /* parity */
+    return _mm512_ternarylogic_epi32(a, b, *p, 0xd4);
 }
 
 /* One-hot words of the 16 errors at c, both halves, from the fixed-point
@@ -1766,7 +1769,7 @@ KF_AVX512 __attribute__((always_inline)) static inline void
 kf_cs_fold(kf_cs *s, int level, const __m512i a[2], const __m512i b[2], __m512i out[2])
 {
     for (int k = 0; k < 2; k++)
-        kf_csa(&out[k], &s->p[k][level], s->p[k][level], a[k], b[k]);
+        out[k] = kf_csa(&s->p[k][level], a[k], b[k]);
 }
 
 /* kf_cs_add0 .. 5: 2^(level + 1) vectors from c on added at planes 0..level. */
