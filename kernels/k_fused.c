@@ -1653,42 +1653,51 @@ KF_AVX512 static bool kf_has_nan_512(const float *y, int64_t n)
 
 /* Histogram bins on 16 lanes, in fixed point: u = (y - x) K with K = 2^21 /
  * range is (t - 32) 2^16 for q_metrics' t = (e + range) / (2 range) · 64, so
- * the bin is (u rounded + 2^21) shifted right by 16. u, its magnitude capped
- * at 31.5 · 2^16 (bins 0 and 63 for values beyond the range), is within 0.9
- * of the exact figure: e rounded to float (2^-24 relative), K (2^-24), the
- * product (an eighth below 2^21) and the conversion (a half). A lane whose
- * rounded u lies within 8 of a multiple of 2^16 is binned again by the exact
- * formula, so every count equals the reference's; e = 0 gives bin 32 exactly,
- * as the reference does, and is not binned again. Used for ranges in
- * [2^-100, 2^100] (K a normal float); k_acc_row takes the others to the
- * scalar path. */
+ * the bin is (u rounded + 2^21) shifted right by 16. u rounded is within 0.75
+ * of the exact figure where it matters (|u| <= 2^21): e rounded to float
+ * (2^-24 relative), K (2^-24) and the one rounding to an integer (a half).
+ * A lane whose rounded u lies within 8 of a multiple of 2^16, or outside the
+ * bins' span, is binned again by the exact formula, so every count equals
+ * the reference's; e = 0 gives bin 32 exactly, as the reference does, and is
+ * not binned again. Used for ranges in [2^-100, 2^100] (K a normal float);
+ * k_acc_row takes the others to the scalar path. */
 typedef struct kf_hc {
-    __m512 k, cap;
+    __m512 k;
     double range;
 } kf_hc;
 
 KF_AVX512 static inline kf_hc kf_hc_make(double range)
 {
-    kf_hc h = {_mm512_set1_ps((float)(0x1p21 / range)), _mm512_set1_ps(31.5f * 0x1p16f), range};
+    kf_hc h = {_mm512_set1_ps((float)(0x1p21 / range)), range};
     return h;
 }
 
-/* The bins of the 16 errors yf - xf as computed in fixed point (lanes near a
- * bin edge may be one off) and, in *near, the lanes to bin again by the exact
- * formula; their largest magnitude (in float) into *mx. */
+/* 1.5 · 2^23: for |t| < 2^22 the float t + KF_MAGIC is KF_MAGIC plus t
+ * rounded to an integer (ties to even), held in its low bits. */
+#define KF_MAGIC 0x1.8p23f
+#define KF_MAGIC_BITS 0x4b400000
+
+/* The bins of the 16 errors yf - xf as computed in fixed point and, in
+ * *near, the lanes to bin again by the exact formula: those near a bin edge
+ * (their bin may be one off) and those outside [-range, range) in fixed
+ * point (their "bin", 64 or more, counts nowhere); their largest magnitude
+ * (in float) into *mx. u is rounded to an integer by one fused multiply-add
+ * with KF_MAGIC (no conversion, no clamp): v = (the float's bits) - KF_MAGIC_BITS
+ * + 2^21 + 8 is u rounded + 2^21 + 8 while |u| < 2^22, and any u outside the
+ * bins' span (|u| >= 2^21, also those past 2^22 and the negative floats
+ * beyond -1.5 · 2^23) sets one of v's bits 22..31. */
 KF_AVX512 __attribute__((always_inline)) static inline __m512i
 kf_bins16_fast(const kf_hc *h, __m512 xf, __m512 yf, __m512 *mx, __mmask16 *near)
 {
     __m512 d = _mm512_sub_ps(yf, xf);
     *mx = _mm512_range_ps(*mx, d, 0xb); /* the larger magnitude, sign cleared */
-    __m512 u = _mm512_mul_ps(d, h->k);
-    u = _mm512_range_ps(u, h->cap, 0x2); /* the smaller magnitude, sign of u */
     __m512i v = _mm512_add_epi32(
-        _mm512_cvt_roundps_epi32(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-        _mm512_set1_epi32((1 << 21) + 8));
-    /* (u + 8) mod 2^16 < 16: u within 8 of an edge */
+        _mm512_castps_si512(_mm512_fmadd_ps(d, h->k, _mm512_set1_ps(KF_MAGIC))),
+        _mm512_set1_epi32((1 << 21) + 8 - KF_MAGIC_BITS));
+    /* (u + 8) mod 2^16 < 16: u within 8 of an edge (e = 0 is bin 32 exactly) */
     *near = _mm512_mask_testn_epi32_mask(_mm512_cmp_ps_mask(yf, xf, _CMP_NEQ_UQ), v,
-                                         _mm512_set1_epi32(0xfff0));
+                                         _mm512_set1_epi32(0xfff0)) |
+            _mm512_test_epi32_mask(v, _mm512_set1_epi32((int)0xffc00000u));
     return _mm512_srli_epi32(v, 16);
 }
 
@@ -1821,7 +1830,8 @@ KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, cons
         for (; nm; nm &= (__mmask16)(nm - 1)) {
             int l = __builtin_ctz(nm);
             int32_t e = kf_bin_exact(x[c + l], y[c + l], h->range);
-            p->fix[b[l]]--;
+            if ((uint32_t)b[l] < Q_ERR_HIST_BINS) /* else the adders counted it nowhere */
+                p->fix[b[l]]--;
             p->fix[e]++;
         }
     }
