@@ -1477,7 +1477,8 @@ KF_AVX512 static bool kf_range_512(const float *x, int64_t n, float *lo, float *
  * kf_nf4_cells). */
 typedef struct kf_gc {
     __m512 qlo, qhi, fmx, m0, m1, l0, l1, h0, h1;
-    __m512i emin, mb;
+    __m512 tiny, cq;             /* fp8: 2^emin and 2^(emin - mbits + 23) */
+    __m512i mb, rhalf, rmask; /* fp8: see kf_grid16 */
 } kf_gc;
 
 /* 16 values of one group of grid g (parameters s, z, 1/s in vectors): x to y,
@@ -1497,17 +1498,25 @@ kf_grid16(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, 
         q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, z), zero), k->qhi);
         r = _mm512_mul_ps(_mm512_sub_ps(q, z), s);
     } else if (kf_is_fp8(id)) {
-        const __m512i b127 = _mm512_set1_epi32(127);
-        __m512 v = _mm512_div_ps(xv, s);
-        __m512 a = _mm512_andnot_ps(sgn, v);
-        __m512i ex = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), b127);
-        ex = _mm512_max_epi32(ex, k->emin);
-        __m512i kk = _mm512_sub_epi32(k->mb, ex); /* -125 ≤ kk ≤ 16 */
-        __m512 up = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(kk, b127), 23));
-        __m512 dn = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(b127, kk), 23));
-        __m512 f = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, up), KF_RN), dn);
-        f = _mm512_mask_mov_ps(f, _mm512_cmp_ps_mask(a, k->fmx, _CMP_GE_OQ), k->fmx);
-        r = _mm512_mul_ps(_mm512_or_ps(f, _mm512_and_ps(v, sgn)), s);
+        /* the nearest fp8 value, ties to even: for |v| >= 2^emin, v's bits
+         * rounded at the last mantissa bit fp8 keeps (add half an fp8 ulp
+         * less one, plus the kept lowest bit, clear the rest: a carry moves
+         * into the exponent as it should); below, the fixed quantum
+         * 2^(emin - mbits) by adding and taking away cq, whose float spacing
+         * it is (rare: those lanes only); then the saturation to fmax, which
+         * no rounding of a value below fmax passes (fmax is on the grid) */
+        const __m512 v = _mm512_div_ps(xv, s);
+        const __m512i b = _mm512_castps_si512(v);
+        const __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(b, k->mb), _mm512_set1_epi32(1));
+        __m512 f = _mm512_castsi512_ps(_mm512_and_si512(
+            _mm512_add_epi32(_mm512_add_epi32(b, k->rhalf), lsb), k->rmask));
+        const __m512 a = _mm512_abs_ps(v);
+        const __mmask16 sub = _mm512_cmp_ps_mask(a, k->tiny, _CMP_LT_OQ);
+        if (__builtin_expect(sub != 0, 0)) {
+            __m512 q = _mm512_sub_ps(_mm512_add_ps(a, k->cq), k->cq);
+            f = _mm512_mask_mov_ps(f, sub, _mm512_or_ps(q, _mm512_and_ps(v, sgn)));
+        }
+        r = _mm512_mul_ps(_mm512_range_ps(f, k->fmx, 0x2), s); /* smaller magnitude, v's sign */
     } else {
         /* nf4: the level below or above the midpoint of t's cell; t is ±inf
          * or NaN where 1/s overflowed (a NaN goes to cell 0, below every
@@ -1539,8 +1548,12 @@ kf_grid_apply_body(const q_format_id id, const kf_grid *g, const kf_gpar *p, int
     k.qlo = _mm512_set1_ps(g->qlo);
     k.qhi = _mm512_set1_ps(g->qhi);
     k.fmx = _mm512_set1_ps(g->fmax);
-    k.emin = _mm512_set1_epi32(g->emin);
-    k.mb = _mm512_set1_epi32(g->mbits);
+    /* fp8: mb is the shift from bit 0 to the lowest mantissa bit kept */
+    k.mb = _mm512_set1_epi32(23 - g->mbits);
+    k.rhalf = _mm512_set1_epi32((1 << (22 - g->mbits)) - 1);
+    k.rmask = _mm512_set1_epi32(~((1 << (23 - g->mbits)) - 1));
+    k.tiny = _mm512_set1_ps(ldexpf(1.0f, g->emin));
+    k.cq = _mm512_set1_ps(ldexpf(1.0f, g->emin - g->mbits + 23));
     k.m0 = k.m1 = k.l0 = k.l1 = k.h0 = k.h1 = _mm512_setzero_ps();
     if (id == Q_FMT_NF4) {
         k.m0 = _mm512_loadu_ps(g->cell[0]);
