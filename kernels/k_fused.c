@@ -420,6 +420,14 @@ kf_params8(const kf_kind k, __m256 vmax, __m256 vmin, kf_par8 *p)
                               _mm256_cmp_ps(d, zero, _CMP_NEQ_OQ));
     __m256 aid = _mm256_andnot_ps(sgn, id);
     slow |= _mm256_movemask_ps(_mm256_cmp_ps(aid, _mm256_set1_ps(FLT_MAX), _CMP_NLE_UQ));
+    /* a subnormal d (a block of values under about 2^-119) goes the slow way
+     * too: with d 0 or normal and 1/d finite, finite values give levels in
+     * the proven range (|v / d| within 2^-22 of its bound), which lets the
+     * row kernel skip the level tests (kf_q8row_512) */
+    __m256 ad = _mm256_andnot_ps(sgn, d);
+    __m256 sub = _mm256_and_ps(_mm256_cmp_ps(ad, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ),
+                               _mm256_cmp_ps(ad, zero, _CMP_GT_OQ));
+    slow |= _mm256_movemask_ps(sub);
     p->id = id;
     p->m = m;
     p->dbits = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
@@ -1215,7 +1223,8 @@ KF_AVX2 static int64_t kf_count_nonfinite_avx2(const float *x, int64_t n)
  * computed eight blocks at a time in AVX2 registers (kf_params8), the values
  * of each block in two 16-lane vectors. Metric sums run in two sets of eight
  * double lanes, so they differ from the AVX2 sums in the last bits only. */
-/* kf_lev8 on 16 values. */
+/* kf_lev8 on 16 values; bad NULL: no test (the caller knows v finite and
+ * the block's d normal, where no level leaves the proven range). */
 KF_AVX512 __attribute__((always_inline)) static inline __m512
 kf_lev16(kf_kind k, __m512 v, __m512 vid, __m512 vmn, __mmask16 *bad)
 {
@@ -1231,7 +1240,8 @@ kf_lev16(kf_kind k, __m512 v, __m512 vid, __m512 vmn, __mmask16 *bad)
         /* |v| ≤ max|x| and id = 1/(max|x|/127) keep |p| under 127.5 when id
          * is finite (kf_params8 sends other blocks to the reference): only a
          * NaN or infinite v gives a level outside [-127, 127], always NaN */
-        *bad |= _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
+        if (bad)
+            *bad |= _mm512_cmp_ps_mask(r, r, _CMP_UNORD_Q);
         return r;
     }
     __m512 t, lim, top;
@@ -1245,7 +1255,8 @@ kf_lev16(kf_kind k, __m512 v, __m512 vid, __m512 vmn, __mmask16 *bad)
         lim = _mm512_set1_ps(k == KF_Q4_1 ? 128.0f : 32.0f);
         top = _mm512_set1_ps(k == KF_Q4_1 ? 15.0f : 255.0f);
     }
-    *bad |= _mm512_cmp_ps_mask(t, zero, _CMP_NGE_UQ) | _mm512_cmp_ps_mask(t, lim, _CMP_NLT_UQ);
+    if (bad)
+        *bad |= _mm512_cmp_ps_mask(t, zero, _CMP_NGE_UQ) | _mm512_cmp_ps_mask(t, lim, _CMP_NLT_UQ);
     return _mm512_min_ps(_mm512_roundscale_ps(t, KF_TRUNC), top);
 }
 
@@ -1309,14 +1320,14 @@ kf_q8ext_512(const kf_kind k, const float *x, __m256 *vmax, __m256 *vmin, const 
  * the proven range (the block is for the one-block path). */
 KF_AVX512 __attribute__((always_inline)) static inline bool
 kf_q8block_512(const kf_kind k, const float *x, float id, float m, float dh, float mh, int32_t *L,
-               float *y)
+               float *y, const bool test)
 {
     const __m512 vid = _mm512_set1_ps(id), vmn = _mm512_set1_ps(m);
     const __m512 vdh = _mm512_set1_ps(dh), vmh = _mm512_set1_ps(mh);
     __mmask16 bad = 0;
     for (int i = 0; i < 2; i++)
-        kf_store16(k, kf_lev16(k, _mm512_loadu_ps(x + 16 * i), vid, vmn, &bad), vdh, vmh,
-                   L ? L + 16 * i : NULL, y ? y + 16 * i : NULL);
+        kf_store16(k, kf_lev16(k, _mm512_loadu_ps(x + 16 * i), vid, vmn, test ? &bad : NULL),
+                   vdh, vmh, L ? L + 16 * i : NULL, y ? y + 16 * i : NULL);
     return bad != 0;
 }
 
@@ -1339,7 +1350,7 @@ kf_q8blocks_512(const kf_kind k, const float *x, int32_t *L, uint16_t *db, uint1
     _mm256_storeu_ps(fdh, par.dh);
     _mm256_storeu_ps(fmh, par.mh);
     for (int b = 0; b < 8; b++)
-        if (kf_q8block_512(k, x + 32 * b, fid[b], fm[b], fdh[b], fmh[b], L + 32 * b, NULL))
+        if (kf_q8block_512(k, x + 32 * b, fid[b], fm[b], fdh[b], fmh[b], L + 32 * b, NULL, true))
             slow |= 1 << b;
     return slow;
 }
@@ -1397,7 +1408,7 @@ kf_q8row_512(const kf_kind k, const float *x, float *y, int64_t n, const bool ch
         }
         for (int b = 0; b < nb; b++)
             if (kf_q8block_512(k, xp + 32 * b, rp.id[b], rp.m[b], rp.dh[b], rp.mh[b], NULL,
-                               yp + 32 * b))
+                               yp + 32 * b, false))
                 slow |= UINT64_C(1) << b;
         for (; slow; slow &= slow - 1) {
             int b = __builtin_ctzll(slow);
