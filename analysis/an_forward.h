@@ -4,10 +4,11 @@
  * RMSNorm, RoPE (GGUF models: adjacent pairs, llama.cpp's "normal" rope; safetensors /
  * HF directories: rotate-half, q/k rows in HF order), grouped-query attention with a
  * causal mask, SwiGLU FFN, tied or separate output. Matrix products go through
- * OpenBLAS (an_blas.h, loaded by an_fwd_open); weights are dequantized to f32 (q_tensor_read_rows) when
- * used: all of them once when their f32 size fits the cache budget, otherwise one
- * tensor at a time into a reusable buffer, so a large model never sits in memory as
- * f32. No KV cache: every call evaluates the whole prompt from position 0.
+ * OpenBLAS (an_blas.h, loaded by an_fwd_open); weights are dequantized to f32
+ * (q_tensor_read_rows) when used: all of them once when their f32 size fits the cache
+ * budget, otherwise one tensor at a time into a reusable buffer, so a large model never
+ * sits in memory as f32. No KV cache: every call evaluates the whole prompt from
+ * position 0.
  *
  * Hooks: a weight hook may replace each dequantized weight (e.g. by its fake-quantized
  * version); a capture hook sees the input of every linear layer.
@@ -81,6 +82,5 @@ q_status an_fwd_greedy(an_fwd *f, const int32_t *prompt, int64_t n_prompt, int32
  * products and attention heads over OpenMP itself, so only one thread pool runs
  * (an_blas.h). n < 1: no-op. */
 void an_set_threads(int n);
-
 
 #endif

@@ -93,7 +93,8 @@ typedef struct k_acc_scratch {
  * while this row is summed, or NULL. */
 void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
                const float *iw, bool simd, bool y_finite, const float *next);
-/* Folds the pair counts of p into a's histogram and empties p. */
+/* Folds the counts p holds (bit planes with their corrections, pairs) into
+ * a's histogram and empties p. */
 void k_acc_flush(q_metrics_acc *a, k_acc_scratch *p);
 
 /* Copies x to dst with NaN/Inf replaced by 0 when x has any; returns how many
