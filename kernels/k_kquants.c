@@ -20,7 +20,10 @@
  *
  * Where the CPU has AVX-512, the qkx, qx and IQ4_NL searches run with the
  * sixteen lanes in one register (kk_*_512, the same operations lane for
- * lane); make_q3 and the rest stay on AVX2.
+ * lane); make_q3 and the rest stay on AVX2. The qkx search then runs two
+ * sets of sixteen sub-blocks in one call (four Q4_K/Q5_K super-blocks, two
+ * Q2_K), their operations interleaved, since each trial's inverse scale
+ * depends on the previous trial's result.
  */
 #include "k_kquants.h"
 
@@ -240,117 +243,169 @@ kk_qkx_sums16(int n, const __m512 *X, const __m512 *W, __m512 mn, __m512 iscale,
     *sxl = c;
 }
 
+/* One search of kk_qkx_512: sixteen sub-blocks in lane order (xt, wt) and
+ * where its results go. */
+typedef struct kk_search {
+    const float *xt, *wt;
+    float *scale, *min;
+    kk_recipe *rec;
+} kk_search;
+
+/* kk_qkx on G (1 or 2) independent searches of sixteen lanes each, their
+ * operations interleaved so that one search's chains of additions and
+ * divisions overlap the other's. A step's variant (exact levels, clamps) is
+ * the one the searches together need: the exact path gives the float path's
+ * levels wherever the latter is exact, and a clamp a search does not need
+ * changes none of its levels; lanes of a search with no update are masked. */
 KK_AVX512 __attribute__((always_inline)) static inline void
-kk_qkx_512_body(int n, int nmax, const float *xt, const float *wt, float rmin, float rdelta,
-                int nstep, const bool mad, float *scale_out, float *min_out, kk_recipe *rec)
+kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, float rdelta,
+                int nstep, const bool mad)
 {
-    __m512 X[32], W[32], La[32];
+    __m512 X[2][32], W[2][32], La[2][32];
+    __m512 mn[2], mx[2], lo[2], sw[2], sx[2], mn0[2], scale[2], bis[2], bmn[2], best[2];
+    __mmask16 degen[2];
     const __m512 zero = _mm512_setzero_ps();
     const __m512 fnmax = _mm512_set1_ps((float)nmax);
     const __m512 big = _mm512_set1_ps(4194304.f), nbig = _mm512_set1_ps(-4194304.f);
     const __m512 fhalf = _mm512_set1_ps((float)nmax + 0.5f);
-    for (int i = 0; i < n; ++i) {
-        X[i] = kk_join16(xt, n, i);
-        W[i] = kk_join16(wt, n, i);
-    }
-    __m512 mn = X[0], mx = X[0], sw = W[0], sx = _mm512_mul_ps(W[0], X[0]);
-    for (int i = 1; i < n; ++i) {
-        mn = _mm512_min_ps(X[i], mn); /* x < min ? x : min */
-        mx = _mm512_max_ps(X[i], mx); /* x > max ? x : max */
-        sw = _mm512_add_ps(sw, W[i]);
-        sx = _mm512_add_ps(sx, _mm512_mul_ps(W[i], X[i]));
-    }
-    const __m512 lo = mn;
-    mn = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, zero, _CMP_GT_OQ), zero);
-    const __m512 mn0 = mn;
-    const __mmask16 degen = _mm512_cmp_ps_mask(mx, mn, _CMP_LE_OQ);
-    __m512 iscale0 = _mm512_div_ps(fnmax, _mm512_sub_ps(mx, mn));
-    __m512 scale = _mm512_div_ps(_mm512_set1_ps(1.f), iscale0);
-    __m512 bis = iscale0, bmn = mn, best = zero;
-    for (int i = 0; i < n; ++i) {
-        const __m512 xm = _mm512_sub_ps(X[i], mn);
-        const __m512 lf = kk_level16_int(_mm512_mul_ps(iscale0, xm), nmax);
-        __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, lf), mn), X[i]);
-        d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
-        best = _mm512_add_ps(best, _mm512_mul_ps(W[i], d));
+    #pragma GCC unroll 2
+    for (int g = 0; g < G; ++g) {
+        for (int i = 0; i < n; ++i) {
+            X[g][i] = kk_join16(s[g].xt, n, i);
+            W[g][i] = kk_join16(s[g].wt, n, i);
+        }
+        mn[g] = X[g][0];
+        mx[g] = X[g][0];
+        sw[g] = W[g][0];
+        sx[g] = _mm512_mul_ps(W[g][0], X[g][0]);
+        for (int i = 1; i < n; ++i) {
+            mn[g] = _mm512_min_ps(X[g][i], mn[g]); /* x < min ? x : min */
+            mx[g] = _mm512_max_ps(X[g][i], mx[g]); /* x > max ? x : max */
+            sw[g] = _mm512_add_ps(sw[g], W[g][i]);
+            sx[g] = _mm512_add_ps(sx[g], _mm512_mul_ps(W[g][i], X[g][i]));
+        }
+        lo[g] = mn[g];
+        mn[g] = _mm512_mask_mov_ps(mn[g], _mm512_cmp_ps_mask(mn[g], zero, _CMP_GT_OQ), zero);
+        mn0[g] = mn[g];
+        degen[g] = _mm512_cmp_ps_mask(mx[g], mn[g], _CMP_LE_OQ);
+        const __m512 iscale0 = _mm512_div_ps(fnmax, _mm512_sub_ps(mx[g], mn[g]));
+        scale[g] = _mm512_div_ps(_mm512_set1_ps(1.f), iscale0);
+        bis[g] = iscale0;
+        bmn[g] = mn[g];
+        best[g] = zero;
+        for (int i = 0; i < n; ++i) {
+            const __m512 xm = _mm512_sub_ps(X[g][i], mn[g]);
+            const __m512 lf = kk_level16_int(_mm512_mul_ps(iscale0, xm), nmax);
+            __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[g], lf), mn[g]), X[g][i]);
+            d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
+            best[g] = _mm512_add_ps(best[g], _mm512_mul_ps(W[g][i], d));
+        }
     }
 
     for (int is = 0; is <= nstep; ++is) {
         const __m512 num = _mm512_set1_ps(rmin + rdelta * (float)is + (float)nmax);
-        const __m512 iscale = _mm512_div_ps(num, _mm512_sub_ps(mx, mn));
-        const __m512 tlo = _mm512_mul_ps(iscale, _mm512_sub_ps(lo, mn));
-        const __m512 thi = _mm512_mul_ps(iscale, _mm512_sub_ps(mx, mn));
-        const __mmask16 ok = _mm512_cmp_ps_mask(tlo, nbig, _CMP_GT_OQ) &
-                             _mm512_cmp_ps_mask(thi, big, _CMP_LT_OQ);
-        const bool outside = (__mmask16)(ok | degen) != 0xffff;
-        const bool need_lo =
-            (__mmask16)(_mm512_cmp_ps_mask(tlo, zero, _CMP_GE_OQ) | degen) != 0xffff;
-        const bool need_hi =
-            (__mmask16)(_mm512_cmp_ps_mask(thi, fhalf, _CMP_LT_OQ) | degen) != 0xffff;
-        __m512 sl, sl2, sxl;
-        if (outside)
-            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, true, false, false, La, &sl,
-                          &sl2, &sxl);
-        else if (need_lo && need_hi)
-            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, true, true, La, &sl,
-                          &sl2, &sxl);
-        else if (need_lo)
-            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, true, false, La, &sl,
-                          &sl2, &sxl);
-        else if (need_hi)
-            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, false, true, La, &sl,
-                          &sl2, &sxl);
-        else
-            kk_qkx_sums16(n, X, W, mn, iscale, fnmax, nmax, false, false, false, La, &sl,
-                          &sl2, &sxl);
-        const __m512 D = _mm512_sub_ps(_mm512_mul_ps(sw, sl2), _mm512_mul_ps(sl, sl));
-        const __mmask16 dpos = _mm512_cmp_ps_mask(D, zero, _CMP_GT_OQ);
-        if (!dpos)
-            continue;
-        __m512 ts =
-            _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sw, sxl), _mm512_mul_ps(sx, sl)), D);
-        __m512 tm =
-            _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sl2, sx), _mm512_mul_ps(sl, sxl)), D);
-        const __mmask16 mpos = _mm512_cmp_ps_mask(tm, zero, _CMP_GT_OQ);
-        tm = _mm512_mask_mov_ps(tm, mpos, zero);
-        if (mpos) /* a fitted min above 0: rare */
-            ts = _mm512_mask_mov_ps(ts, mpos, _mm512_div_ps(sxl, sl2));
-        __m512 err = zero;
-        for (int i = 0; i < n; ++i) {
-            __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(ts, La[i]), tm), X[i]);
-            d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
-            err = _mm512_add_ps(err, _mm512_mul_ps(W[i], d));
+        __m512 iscale[2], sl[2], sl2[2], sxl[2];
+        bool outside = false, need_lo = false, need_hi = false;
+        #pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) {
+            iscale[g] = _mm512_div_ps(num, _mm512_sub_ps(mx[g], mn[g]));
+            const __m512 tlo = _mm512_mul_ps(iscale[g], _mm512_sub_ps(lo[g], mn[g]));
+            const __m512 thi = _mm512_mul_ps(iscale[g], _mm512_sub_ps(mx[g], mn[g]));
+            const __mmask16 ok = _mm512_cmp_ps_mask(tlo, nbig, _CMP_GT_OQ) &
+                                 _mm512_cmp_ps_mask(thi, big, _CMP_LT_OQ);
+            outside |= (__mmask16)(ok | degen[g]) != 0xffff;
+            need_lo |=
+                (__mmask16)(_mm512_cmp_ps_mask(tlo, zero, _CMP_GE_OQ) | degen[g]) != 0xffff;
+            need_hi |=
+                (__mmask16)(_mm512_cmp_ps_mask(thi, fhalf, _CMP_LT_OQ) | degen[g]) != 0xffff;
         }
-        const __mmask16 upd = dpos & _mm512_cmp_ps_mask(err, best, _CMP_LT_OQ);
-        if (!upd)
+        #pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) {
+            if (outside)
+                kk_qkx_sums16(n, X[g], W[g], mn[g], iscale[g], fnmax, nmax, true, false, false,
+                              La[g], &sl[g], &sl2[g], &sxl[g]);
+            else if (need_lo && need_hi)
+                kk_qkx_sums16(n, X[g], W[g], mn[g], iscale[g], fnmax, nmax, false, true, true,
+                              La[g], &sl[g], &sl2[g], &sxl[g]);
+            else if (need_lo)
+                kk_qkx_sums16(n, X[g], W[g], mn[g], iscale[g], fnmax, nmax, false, true, false,
+                              La[g], &sl[g], &sl2[g], &sxl[g]);
+            else if (need_hi)
+                kk_qkx_sums16(n, X[g], W[g], mn[g], iscale[g], fnmax, nmax, false, false, true,
+                              La[g], &sl[g], &sl2[g], &sxl[g]);
+            else
+                kk_qkx_sums16(n, X[g], W[g], mn[g], iscale[g], fnmax, nmax, false, false, false,
+                              La[g], &sl[g], &sl2[g], &sxl[g]);
+        }
+        __m512 ts[2], tm[2], err[2];
+        __mmask16 dpos[2], any = 0;
+        #pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) {
+            const __m512 D =
+                _mm512_sub_ps(_mm512_mul_ps(sw[g], sl2[g]), _mm512_mul_ps(sl[g], sl[g]));
+            dpos[g] = _mm512_cmp_ps_mask(D, zero, _CMP_GT_OQ);
+            any |= dpos[g];
+            ts[g] = _mm512_div_ps(
+                _mm512_sub_ps(_mm512_mul_ps(sw[g], sxl[g]), _mm512_mul_ps(sx[g], sl[g])), D);
+            tm[g] = _mm512_div_ps(
+                _mm512_sub_ps(_mm512_mul_ps(sl2[g], sx[g]), _mm512_mul_ps(sl[g], sxl[g])), D);
+            const __mmask16 mpos = _mm512_cmp_ps_mask(tm[g], zero, _CMP_GT_OQ);
+            tm[g] = _mm512_mask_mov_ps(tm[g], mpos, zero);
+            if (mpos) /* a fitted min above 0: rare */
+                ts[g] = _mm512_mask_mov_ps(ts[g], mpos, _mm512_div_ps(sxl[g], sl2[g]));
+        }
+        if (!any)
             continue;
-        bis = _mm512_mask_mov_ps(bis, upd, iscale);
-        bmn = _mm512_mask_mov_ps(bmn, upd, mn);
-        best = _mm512_mask_mov_ps(best, upd, err);
-        scale = _mm512_mask_mov_ps(scale, upd, ts);
-        mn = _mm512_mask_mov_ps(mn, upd, tm);
+        #pragma GCC unroll 2
+        for (int g = 0; g < G; ++g)
+            err[g] = zero;
+        for (int i = 0; i < n; ++i) {
+            #pragma GCC unroll 2
+            for (int g = 0; g < G; ++g) {
+                __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(ts[g], La[g][i]), tm[g]),
+                                         X[g][i]);
+                d = mad ? _mm512_abs_ps(d) : _mm512_mul_ps(d, d);
+                err[g] = _mm512_add_ps(err[g], _mm512_mul_ps(W[g][i], d));
+            }
+        }
+        #pragma GCC unroll 2
+        for (int g = 0; g < G; ++g) {
+            const __mmask16 upd = dpos[g] & _mm512_cmp_ps_mask(err[g], best[g], _CMP_LT_OQ);
+            bis[g] = _mm512_mask_mov_ps(bis[g], upd, iscale[g]);
+            bmn[g] = _mm512_mask_mov_ps(bmn[g], upd, mn[g]);
+            best[g] = _mm512_mask_mov_ps(best[g], upd, err[g]);
+            scale[g] = _mm512_mask_mov_ps(scale[g], upd, ts[g]);
+            mn[g] = _mm512_mask_mov_ps(mn[g], upd, tm[g]);
+        }
     }
 
-    _mm512_storeu_ps(scale_out, _mm512_mask_mov_ps(scale, degen, zero));
-    _mm512_storeu_ps(min_out, _mm512_xor_ps(_mm512_mask_mov_ps(mn, degen, mn0),
-                                            _mm512_set1_ps(-0.0f)));
-    _mm512_storeu_ps(rec->is, bis);
-    _mm512_storeu_ps(rec->mn, bmn);
-    for (int k = 0; k < 16; ++k)
-        rec->dead[k] = (uint8_t)((degen >> k) & 1);
+    #pragma GCC unroll 2
+
+    for (int g = 0; g < G; ++g) {
+        _mm512_storeu_ps(s[g].scale, _mm512_mask_mov_ps(scale[g], degen[g], zero));
+        _mm512_storeu_ps(s[g].min, _mm512_xor_ps(_mm512_mask_mov_ps(mn[g], degen[g], mn0[g]),
+                                                 _mm512_set1_ps(-0.0f)));
+        _mm512_storeu_ps(s[g].rec->is, bis[g]);
+        _mm512_storeu_ps(s[g].rec->mn, bmn[g]);
+        for (int k = 0; k < 16; ++k)
+            s[g].rec->dead[k] = (uint8_t)((degen[g] >> k) & 1);
+    }
     _mm256_zeroupper();
 }
 
 /* One copy of the search per error measure (mad: q2_k's weighted absolute
- * error), so the error loop has no test. */
-KK_AVX512 static void kk_qkx_512(int n, int nmax, const float *xt, const float *wt, float rmin,
-                                 float rdelta, int nstep, bool mad, float *scale_out,
-                                 float *min_out, kk_recipe *rec)
+ * error) and per number of searches, so the loops have no tests. */
+KK_AVX512 static void kk_qkx_512(int G, int n, int nmax, const kk_search *s, float rmin,
+                                 float rdelta, int nstep, bool mad)
 {
-    if (mad)
-        kk_qkx_512_body(n, nmax, xt, wt, rmin, rdelta, nstep, true, scale_out, min_out, rec);
+    if (G == 2 && mad)
+        kk_qkx_512_body(2, n, nmax, s, rmin, rdelta, nstep, true);
+    else if (G == 2)
+        kk_qkx_512_body(2, n, nmax, s, rmin, rdelta, nstep, false);
+    else if (mad)
+        kk_qkx_512_body(1, n, nmax, s, rmin, rdelta, nstep, true);
     else
-        kk_qkx_512_body(n, nmax, xt, wt, rmin, rdelta, nstep, false, scale_out, min_out, rec);
+        kk_qkx_512_body(1, n, nmax, s, rmin, rdelta, nstep, false);
 }
 
 /* make_qkx2_quants / make_qkx3_quants over 16 sub-blocks of n (<= 32)
@@ -372,7 +427,8 @@ KK_AVX2 static void kk_qkx(int n, int nmax, const float *xt, const float *wt, fl
                            kk_recipe *rec)
 {
     if (k_cpu_get()->avx512) {
-        kk_qkx_512(n, nmax, xt, wt, rmin, rdelta, nstep, mad, scale_out, min_out, rec);
+        const kk_search s = {xt, wt, scale_out, min_out, rec};
+        kk_qkx_512(1, n, nmax, &s, rmin, rdelta, nstep, mad);
         return;
     }
     __m256 La[KK_NV * 32], XM[KK_NV * 32];
@@ -889,42 +945,77 @@ KK_AVX2 static void kk_w_imat(int n, const float *xt, const float *qt, const flo
     }
 }
 
-/* Two Q4_K (nmax 15) or Q5_K (nmax 31) super-blocks x[0], x[1] with weights
- * qw[0], qw[1] (both NULL without imatrix) into out[0], out[1] (q4 or q5). */
-KK_AVX2 static void kk_k45_pair(int nmax, const float *const *x, const float *const *qw,
-                                block_q4_K *o4, block_q5_K *o5)
-{
+/* Two Q4_K (nmax 15) or Q5_K (nmax 31) super-blocks in lane order, with
+ * their weights, and the search's results. */
+typedef struct kk_k45_work {
     _Alignas(32) float xt[KK_NV * 32 * 8];
     _Alignas(32) float wt[KK_NV * 32 * 8];
     float scales[16], mins[16], sw[16];
-    uint8_t L[2 * QK_K];
     kk_recipe rec;
+} kk_k45_work;
+
+/* The search's parameters for Q4_K/Q5_K (make_qkx2_quants) or, with an
+ * importance matrix, make_qkx3_quants. */
+static void kk_k45_params(int nmax, bool imat, float *rmin, float *rdelta, int *nstep)
+{
+    *rmin = imat ? -0.9f : nmax == 15 ? -1.f : -0.5f;
+    *rdelta = imat ? 0.05f : 0.1f;
+    *nstep = imat ? 36 : nmax == 15 ? 20 : 15;
+}
+
+/* Super-blocks x[0], x[1] with weights qw[0], qw[1] (both NULL without
+ * imatrix) into lane order, with the weights of the search. */
+KK_AVX2 static void kk_k45_prep(const float *const *x, const float *const *qw, kk_k45_work *w)
+{
     const float *sb[16];
     for (int s = 0; s < 16; ++s)
         sb[s] = x[s / 8] + 32 * (s % 8);
-    kk_transpose(sb, 32, xt);
+    kk_transpose(sb, 32, w->xt);
     if (!qw[0]) {
-        kk_w_avx(32, xt, wt);
-        if (nmax == 15)
-            kk_qkx(32, nmax, xt, wt, -1.f, 0.1f, 20, false, scales, mins, &rec);
-        else
-            kk_qkx(32, nmax, xt, wt, -0.5f, 0.1f, 15, false, scales, mins, &rec);
-    } else {
-        _Alignas(32) float qt[KK_NV * 32 * 8];
-        const float *qb[16];
-        for (int s = 0; s < 16; ++s)
-            qb[s] = qw[s / 8] + 32 * (s % 8);
-        kk_transpose(qb, 32, qt);
-        /* the two Σx² chains in one loop, each in element order */
-        float s0 = 0, s1 = 0;
-        for (int j = 0; j < QK_K; ++j) {
-            s0 += x[0][j] * x[0][j];
-            s1 += x[1][j] * x[1][j];
-        }
-        float sig[2] = {2 * s0 / QK_K, 2 * s1 / QK_K};
-        kk_w_imat(32, xt, qt, sig, wt, sw);
-        kk_qkx(32, nmax, xt, wt, -0.9f, 0.05f, 36, false, scales, mins, &rec);
+        kk_w_avx(32, w->xt, w->wt);
+        return;
     }
+    _Alignas(32) float qt[KK_NV * 32 * 8];
+    const float *qb[16];
+    for (int s = 0; s < 16; ++s)
+        qb[s] = qw[s / 8] + 32 * (s % 8);
+    kk_transpose(qb, 32, qt);
+    /* the two Σx² chains in one loop, each in element order */
+    float s0 = 0, s1 = 0;
+    for (int j = 0; j < QK_K; ++j) {
+        s0 += x[0][j] * x[0][j];
+        s1 += x[1][j] * x[1][j];
+    }
+    float sig[2] = {2 * s0 / QK_K, 2 * s1 / QK_K};
+    kk_w_imat(32, w->xt, qt, sig, w->wt, w->sw);
+}
+
+/* The searches of g (1 or 2) prepared pairs; with AVX-512 both in one call. */
+KK_AVX2 static void kk_k45_search(int nmax, bool imat, kk_k45_work *w, int g)
+{
+    float rmin, rdelta;
+    int nstep;
+    kk_k45_params(nmax, imat, &rmin, &rdelta, &nstep);
+    if (k_cpu_get()->avx512) {
+        kk_search s[2];
+        for (int k = 0; k < g; ++k)
+            s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
+        kk_qkx_512(g, 32, nmax, s, rmin, rdelta, nstep, false);
+        return;
+    }
+    for (int k = 0; k < g; ++k)
+        kk_qkx(32, nmax, w[k].xt, w[k].wt, rmin, rdelta, nstep, false, w[k].scales, w[k].mins,
+               &w[k].rec);
+}
+
+/* The blocks of the searched pair x[0], x[1] (qw as for kk_k45_prep) into
+ * out[0], out[1] (q4 or q5). */
+KK_AVX2 static void kk_k45_finish(int nmax, const float *const *x, const float *const *qw,
+                                  const kk_k45_work *w, block_q4_K *o4, block_q5_K *o5)
+{
+    const float *scales = w->scales, *mins = w->mins, *sw = w->sw;
+    const kk_recipe *rec = &w->rec;
+    uint8_t L[2 * QK_K];
     for (int v = 0; v < 2; ++v) {
         uint16_t d16, dm16;
         uint8_t packed[K_SCALE_SIZE];
@@ -937,7 +1028,7 @@ KK_AVX2 static void kk_k45_pair(int nmax, const float *const *x, const float *co
             q_qh_k4_get(j, packed, &sc, &m);
             const float d = dall * sc;
             if (!d) {
-                kk_recipe_levels(&rec, 8 * v + j, x[v] + 32 * j, 32, 0, nmax, 0, Lv + 32 * j);
+                kk_recipe_levels(rec, 8 * v + j, x[v] + 32 * j, 32, 0, nmax, 0, Lv + 32 * j);
                 continue;
             }
             const float dm = mall * m;
@@ -1031,46 +1122,72 @@ KK_AVX2 static void kk_q6_block(const float *x, const float *qw, block_q6_K *b)
     }
 }
 
-KK_AVX2 static void kk_q2_block(const float *x, const float *qw, block_q2_K *b)
-{
+/* One Q2_K super-block in lane order with the weights of its search. */
+typedef struct kk_q2_work {
     _Alignas(32) float xt[KK_NV * 16 * 8];
     _Alignas(32) float wt[KK_NV * 16 * 8];
     float scales[16], mins[16], sw[16];
-    uint8_t L[QK_K];
     kk_recipe rec;
+} kk_q2_work;
+
+KK_AVX2 static void kk_q2_prep(const float *x, const float *qw, kk_q2_work *w)
+{
     const float *sb[16];
     for (int s = 0; s < 16; ++s)
         sb[s] = x + 16 * s;
-    kk_transpose(sb, 16, xt);
-    memset(b, 0, sizeof *b);
+    kk_transpose(sb, 16, w->xt);
     if (!qw) {
         for (int k = 0; k < KK_NV * 16 * 8; ++k)
-            wt[k] = fabsf(xt[k]);
-        kk_qkx(16, 3, xt, wt, -0.5f, 0.1f, 15, true, scales, mins, &rec);
-        q_qh_q2_tail(scales, mins, NULL, b);
+            w->wt[k] = fabsf(w->xt[k]);
+        return;
+    }
+    _Alignas(32) float qt[KK_NV * 16 * 8];
+    for (int s = 0; s < 16; ++s)
+        sb[s] = qw + 16 * s;
+    kk_transpose(sb, 16, qt);
+    float sig[2];
+    sig[0] = sig[1] = q_qh_sumsq(x) / QK_K;
+    kk_w_imat(16, w->xt, qt, sig, w->wt, w->sw);
+}
+
+/* g (1 or 2) Q2_K super-blocks x[k] (weights qw[k], NULL without imatrix)
+ * into b[k]; with AVX-512 the searches of both in one call. */
+KK_AVX2 static void kk_q2_blocks(const float *const *x, const float *const *qw, block_q2_K *b,
+                                 int g)
+{
+    kk_q2_work w[2];
+    const bool imat = qw[0] != NULL;
+    const float rmin = imat ? -0.9f : -0.5f, rdelta = imat ? 0.05f : 0.1f;
+    const int nstep = imat ? 36 : 15;
+    for (int k = 0; k < g; ++k)
+        kk_q2_prep(x[k], qw[k], &w[k]);
+    if (k_cpu_get()->avx512) {
+        kk_search s[2];
+        for (int k = 0; k < g; ++k)
+            s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
+        kk_qkx_512(g, 16, 3, s, rmin, rdelta, nstep, !imat);
     } else {
-        _Alignas(32) float qt[KK_NV * 16 * 8];
-        for (int s = 0; s < 16; ++s)
-            sb[s] = qw + 16 * s;
-        kk_transpose(sb, 16, qt);
-        float sig[2];
-        sig[0] = sig[1] = q_qh_sumsq(x) / QK_K;
-        kk_w_imat(16, xt, qt, sig, wt, sw);
-        kk_qkx(16, 3, xt, wt, -0.9f, 0.05f, 36, false, scales, mins, &rec);
-        q_qh_q2_tail(scales, mins, sw, b);
+        for (int k = 0; k < g; ++k)
+            kk_qkx(16, 3, w[k].xt, w[k].wt, rmin, rdelta, nstep, !imat, w[k].scales,
+                   w[k].mins, &w[k].rec);
     }
-    const float dall = q_f16_to_f32(b->d);
-    const float mall = q_f16_to_f32(b->dmin);
-    for (int j = 0; j < QK_K / 16; ++j) {
-        const float d = dall * (b->scales[j] & 0xF);
-        if (!d) {
-            kk_recipe_levels(&rec, j, x + 16 * j, 16, 0, 3, 0, L + 16 * j);
-            continue;
+    for (int k = 0; k < g; ++k) {
+        uint8_t L[QK_K];
+        memset(&b[k], 0, sizeof b[k]);
+        q_qh_q2_tail(w[k].scales, w[k].mins, imat ? w[k].sw : NULL, &b[k]);
+        const float dall = q_f16_to_f32(b[k].d);
+        const float mall = q_f16_to_f32(b[k].dmin);
+        for (int j = 0; j < QK_K / 16; ++j) {
+            const float d = dall * (b[k].scales[j] & 0xF);
+            if (!d) {
+                kk_recipe_levels(&w[k].rec, j, x[k] + 16 * j, 16, 0, 3, 0, L + 16 * j);
+                continue;
+            }
+            const float dm = mall * (b[k].scales[j] >> 4);
+            kk_requant(x[k] + 16 * j, 16, d, dm, 0, 3, 0, L + 16 * j);
         }
-        const float dm = mall * (b->scales[j] >> 4);
-        kk_requant(x + 16 * j, 16, d, dm, 0, 3, 0, L + 16 * j);
+        kk_2bit_pack(b[k].qs, L);
     }
-    kk_2bit_pack(b->qs, L);
 }
 
 KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
@@ -1454,23 +1571,33 @@ static size_t kk_k45(int nmax, const float *src, void *dst, int64_t nrows, int64
     const size_t bsz = nmax == 15 ? sizeof(block_q4_K) : sizeof(block_q5_K);
 #if KK_X86
     uint8_t *out = dst;
-    for (int64_t b = 0; b < total; b += 2) {
-        const int64_t b1 = b + 1 < total ? b + 1 : b;
-        const float *x[2] = {kk_blk(src, n_per_row, nb, b), kk_blk(src, n_per_row, nb, b1)};
-        const float *qw[2] = {NULL, NULL};
-        if (imatrix) {
-            qw[0] = imatrix + (b % nb) * QK_K;
-            qw[1] = imatrix + (b1 % nb) * QK_K;
+    kk_k45_work w[2];
+    for (int64_t b = 0; b < total; b += 4) {
+        const float *x[2][2], *qw[2][2] = {{NULL, NULL}, {NULL, NULL}};
+        int64_t bk[4];
+        for (int k = 0; k < 4; ++k)
+            bk[k] = b + k < total ? b + k : total - 1;
+        const int g = b + 2 < total ? 2 : 1;
+        for (int k = 0; k < 2 * g; ++k) {
+            x[k / 2][k % 2] = kk_blk(src, n_per_row, nb, bk[k]);
+            if (imatrix)
+                qw[k / 2][k % 2] = imatrix + (bk[k] % nb) * QK_K;
         }
-        const size_t cnt = b1 > b ? 2 : 1;
-        if (nmax == 15) {
-            block_q4_K o[2];
-            kk_k45_pair(nmax, x, qw, o, NULL);
-            memcpy(out + (size_t)b * bsz, o, cnt * bsz);
-        } else {
-            block_q5_K o[2];
-            kk_k45_pair(nmax, x, qw, NULL, o);
-            memcpy(out + (size_t)b * bsz, o, cnt * bsz);
+        for (int k = 0; k < g; ++k)
+            kk_k45_prep(x[k], qw[k], &w[k]);
+        kk_k45_search(nmax, imatrix != NULL, w, g);
+        for (int k = 0; k < g; ++k) {
+            const int64_t b0 = b + 2 * k;
+            const size_t cnt = b0 + 1 < total ? 2 : 1;
+            if (nmax == 15) {
+                block_q4_K o[2];
+                kk_k45_finish(nmax, x[k], qw[k], &w[k], o, NULL);
+                memcpy(out + (size_t)b0 * bsz, o, cnt * bsz);
+            } else {
+                block_q5_K o[2];
+                kk_k45_finish(nmax, x[k], qw[k], &w[k], NULL, o);
+                memcpy(out + (size_t)b0 * bsz, o, cnt * bsz);
+            }
         }
     }
 #else
@@ -1530,7 +1657,21 @@ size_t k_quantize_q2_k(const float *src, void *dst, int64_t nrows, int64_t n_per
     if (!kk_simd())
         return q_quantize_q2_k(src, dst, nrows, n_per_row, imatrix);
 #if KK_X86
-    KK_EACH_BLOCK(block_q2_K, kk_q2_block);
+    const int64_t nb = n_per_row / QK_K;
+    const int64_t total = nrows * nb;
+    uint8_t *out = dst;
+    for (int64_t b = 0; b < total; b += 2) {
+        const int g = b + 1 < total ? 2 : 1;
+        const float *x[2] = {NULL, NULL}, *qw[2] = {NULL, NULL};
+        for (int k = 0; k < g; ++k) {
+            x[k] = kk_blk(src, n_per_row, nb, b + k);
+            qw[k] = imatrix ? imatrix + ((b + k) % nb) * QK_K : NULL;
+        }
+        block_q2_K o[2];
+        kk_q2_blocks(x, qw, o, g);
+        memcpy(out + (size_t)b * sizeof o[0], o, (size_t)g * sizeof o[0]);
+    }
+    return (size_t)total * sizeof(block_q2_K);
 #else
     return 0;
 #endif

@@ -216,12 +216,18 @@ static int tf_type_all(const tf_type *t)
             }
         }
     }
-    /* odd shape: 3 rows of 3 super-blocks (9 in all) */
-    for (int im = 0; im < 2; im++) {
-        tf_fill(TF_NORMAL, x, 3 * 768, 7);
-        if (tf_compare(t, x, 3, 768, im ? w : NULL) != -1) {
-            fails++;
-            fprintf(stderr, "%s 3x768%s differs\n", t->name, im ? " +imatrix" : "");
+    /* odd shapes (9, 7 and 6 super-blocks in all): the Q4_K/Q5_K kernels take
+     * four at a time, then a pair, a pair with one block or one block */
+    static const int64_t shapes[][2] = {{3, 768}, {1, 1792}, {1, 1536}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int64_t r = shapes[k][0], c = shapes[k][1];
+        for (int im = 0; im < 2; im++) {
+            tf_fill(TF_NORMAL, x, r * c, 7 + k);
+            if (tf_compare(t, x, r, c, im ? w : NULL) != -1) {
+                fails++;
+                fprintf(stderr, "%s %lldx%lld%s differs\n", t->name, (long long)r,
+                        (long long)c, im ? " +imatrix" : "");
+            }
         }
     }
     free(x);
