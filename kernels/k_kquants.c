@@ -23,7 +23,8 @@
  * lane); make_q3 and the rest stay on AVX2. The qkx search then runs two
  * sets of sixteen sub-blocks in one call (four Q4_K/Q5_K super-blocks, two
  * Q2_K), their operations interleaved, since each trial's inverse scale
- * depends on the previous trial's result.
+ * depends on the previous trial's result; IQ4_NL's trials find each level
+ * in a table of buckets (kk_iq4_level16) instead of by a binary search.
  */
 #include "k_kquants.h"
 
@@ -1446,15 +1447,76 @@ kk_iq4_index16(__m512 x, const kk_iq4tab16 *tb, __m512 *q)
     return idx;
 }
 
-/* kk_iq4_sums on 16 lanes: X[j], W[j] hold element j of every block. */
+/* The level index by buckets, for |x| <= 134.01 (every trial of a block
+ * with finite values: |x| <= |itry + v0| |X| / |max| and a rounding or
+ * two). Bucket r = round(x s + 16), s = 7/64, one FMA with 1.5 · 2^23 (its
+ * low five bits index the tables), holds the x with x s in
+ * [r - 16.5, r - 15.5]: 9.14 wide, narrower than the closest two thresholds
+ * (11.5 apart, as halves h_k = (v_k + v_k+1) / 2 on x itself: x >= h_k is
+ * x + x >= v_k + v_k+1, the reference's compare, since x + x is exact). So a
+ * bucket holds at most one threshold: the index is the count of thresholds
+ * below the bucket plus one where x >= the bucket's next threshold. */
+#define KK_IQ4_S 0.109375f
+typedef struct kk_iq4bkt16 {
+    __m512 hlo, hhi;  /* next threshold of buckets 0-15 and 16-31 (+inf: none) */
+    __m512i ilo, ihi; /* count of thresholds below each bucket */
+    __m512 val;
+} kk_iq4bkt16;
+
+KK_AVX512 static void kk_iq4_buckets(kk_iq4bkt16 *b)
+{
+    float h[16];
+    for (int k = 0; k < 15; ++k)
+        h[k] = 0.5f * (float)(q_iq4nl_values[k] + q_iq4nl_values[k + 1]);
+    h[15] = INFINITY;
+    const __m512 ht = _mm512_loadu_ps(h);
+    const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512 lo[2] = {_mm512_sub_ps(iota, _mm512_set1_ps(16.5f)),
+                          _mm512_sub_ps(iota, _mm512_set1_ps(0.5f))};
+    __m512i cnt[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int k = 0; k < 15; ++k) {
+        const __m512 hs = _mm512_set1_ps(h[k] * KK_IQ4_S); /* exact: 7 h / 64 */
+        for (int v = 0; v < 2; ++v)
+            cnt[v] = _mm512_mask_add_epi32(cnt[v], _mm512_cmp_ps_mask(hs, lo[v], _CMP_LT_OQ),
+                                           cnt[v], _mm512_set1_epi32(1));
+    }
+    b->ilo = cnt[0];
+    b->ihi = cnt[1];
+    b->hlo = _mm512_permutexvar_ps(cnt[0], ht);
+    b->hhi = _mm512_permutexvar_ps(cnt[1], ht);
+    float v16[16];
+    for (int k = 0; k < 16; ++k)
+        v16[k] = (float)q_iq4nl_values[k];
+    b->val = _mm512_loadu_ps(v16);
+}
+
+/* The level of kk_iq4_index16 for |x| <= 134.01. */
+KK_AVX512 __attribute__((always_inline)) static inline __m512 kk_iq4_level16(__m512 x,
+                                                                             const kk_iq4bkt16 *b)
+{
+    const __m512i r = _mm512_castps_si512(
+        _mm512_fmadd_ps(x, _mm512_set1_ps(KK_IQ4_S), _mm512_set1_ps(0x1.8p23f + 16.f)));
+    const __m512 hn = _mm512_permutex2var_ps(b->hlo, r, b->hhi);
+    __m512i idx = _mm512_permutex2var_epi32(b->ilo, r, b->ihi);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(x, hn, _CMP_GE_OQ), idx,
+                                _mm512_set1_epi32(1));
+    return _mm512_permutexvar_ps(idx, b->val);
+}
+
+/* kk_iq4_sums on 16 lanes: X[j], W[j] hold element j of every block. With
+ * bk, the levels by buckets (every X finite, every live lane's |x| <= 134.01). */
 KK_AVX512 __attribute__((always_inline)) static inline void
-kk_iq4_sums16(const __m512 *X, const __m512 *W, __m512 id, const kk_iq4tab16 *tb, __m512 *sqx,
-              __m512 *sq2)
+kk_iq4_sums16(const __m512 *X, const __m512 *W, __m512 id, const kk_iq4tab16 *tb,
+              const kk_iq4bkt16 *bk, __m512 *sqx, __m512 *sq2)
 {
     __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
     for (int j = 0; j < QK4_NL; ++j) {
         __m512 q;
-        (void)kk_iq4_index16(_mm512_mul_ps(id, X[j]), tb, &q);
+        const __m512 x = _mm512_mul_ps(id, X[j]);
+        if (bk)
+            q = kk_iq4_level16(x, bk);
+        else
+            (void)kk_iq4_index16(x, tb, &q);
         const __m512 wq = _mm512_mul_ps(W[j], q);
         a = _mm512_add_ps(a, _mm512_mul_ps(wq, X[j]));
         b = _mm512_add_ps(b, _mm512_mul_ps(wq, q));
@@ -1509,12 +1571,22 @@ KK_AVX512 static void kk_iq4nl_16_512(const float *const *xb, const float *const
     const float v0 = (float)vals[0];
     const __m512 d0 = _mm512_div_ps(_mm512_xor_ps(mx, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(v0));
     __m512 sqx, sq2;
-    kk_iq4_sums16(X, W, _mm512_div_ps(_mm512_set1_ps(1.f), d0), &tb, &sqx, &sq2);
+    /* buckets only for finite values (an infinite X makes x NaN) */
+    __mmask16 nonfinite = 0;
+    for (int j = 0; j < QK4_NL; ++j)
+        nonfinite |= _mm512_fpclass_ps_mask(X[j], 0x99); /* NaN or +-inf */
+    kk_iq4bkt16 bkt;
+    const kk_iq4bkt16 *bk = NULL;
+    if (!nonfinite) {
+        kk_iq4_buckets(&bkt);
+        bk = &bkt;
+    }
+    kk_iq4_sums16(X, W, _mm512_div_ps(_mm512_set1_ps(1.f), d0), &tb, bk, &sqx, &sq2);
     __m512 d = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(sq2, zero, _CMP_GT_OQ), sqx, sq2);
     __m512 best = _mm512_mul_ps(d, sqx);
     for (int itry = -7; itry <= 7; ++itry) {
         const __m512 id = _mm512_div_ps(_mm512_set1_ps((float)(itry + vals[0])), mx);
-        kk_iq4_sums16(X, W, id, &tb, &sqx, &sq2);
+        kk_iq4_sums16(X, W, id, &tb, bk, &sqx, &sq2);
         const __mmask16 upd = _mm512_cmp_ps_mask(sq2, zero, _CMP_GT_OQ) &
                               _mm512_cmp_ps_mask(_mm512_mul_ps(sqx, sqx), _mm512_mul_ps(best, sq2),
                                                  _CMP_GT_OQ);

@@ -5,13 +5,16 @@
  * zero) on fixed-seed rows of several kinds: normal, Student-t (3 degrees of
  * freedom), outlier-heavy, sparse (whole sub-blocks zero), all-zero, constant,
  * tiny (2e-20, below the searches' 1e-15 cut-off), huge (1e6, past f16's range
- * for the scales), subnormal, and mixed (every 32 elements of another kind;
- * the neighbouring regimes drive the kernels' integer-rounding fallback).
- * Each kind is 32 rows × 4096 (512 super-blocks), plus an odd shape (3 × 768)
- * for the pairing of Q4_K/Q5_K super-blocks and the groups of sixteen IQ4_NL
- * blocks. The test fails on the first differing block. A child process
- * with QTUNE_NO_SIMD=1 checks the scalar fallback the same way, and that
- * k_kquants_register then leaves the references installed.
+ * for the scales), subnormal, mixed (every 32 elements of another kind;
+ * the neighbouring regimes drive the kernels' integer-rounding fallback), and
+ * non-finite (a few ±inf and NaNs among normal values; a NaN's payload may
+ * reach the levels through nearest_int's bits, and which operand's payload
+ * an addition keeps is the compiler's choice, so only the default NaN).
+ * Each kind is 32 rows × 4096 (512 super-blocks), plus odd shapes (9, 7 and
+ * 6 super-blocks) for the grouping of Q2_K/Q4_K/Q5_K super-blocks and the
+ * groups of sixteen IQ4_NL blocks. The test fails on the first differing
+ * block. A child process with QTUNE_NO_SIMD=1 checks the scalar fallback the
+ * same way, and that k_kquants_register then leaves the references installed.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -63,11 +66,12 @@ enum {
     TF_HUGE,
     TF_SUBNORMAL,
     TF_MIXED,
+    TF_NONFINITE,
     TF_NKINDS
 };
 static const char *const TF_KIND_NAMES[TF_NKINDS] = {
     "normal",   "student-t", "outliers", "sparse",    "zero",
-    "constant", "tiny",      "huge",     "subnormal", "mixed"};
+    "constant", "tiny",      "huge",     "subnormal", "mixed", "nonfinite"};
 
 static uint64_t tf_state;
 
@@ -139,6 +143,13 @@ static void tf_fill(int kind, float *x, int64_t n, uint64_t seed)
         }
         free(tmp);
         return;
+    }
+    if (kind == TF_NONFINITE) { /* one value in about 300 +inf, -inf or NaN */
+        for (int64_t i = 0; i < n; i++) {
+            const uint64_t r = tf_next() % 900;
+            if (r < 3)
+                x[i] = r == 0 ? INFINITY : r == 1 ? -INFINITY : NAN;
+        }
     }
     if (kind == TF_SPARSE) { /* zero about a quarter of the 16-element sub-blocks */
         for (int64_t i = 0; i < n; i += 16)
