@@ -1,5 +1,5 @@
-/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q4_K, q5_K,
- * q6_K and iq4_NL dequantizers, installed by k_dequant_register as the types' fast
+/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q3_K, q4_K,
+ * q5_K, q6_K and iq4_NL dequantizers, installed by k_dequant_register as the types' fast
  * dequantizers (every row read, q_tensor_read_rows, goes through them).
  *
  * F16: vcvtph2ps is exact and quiets a NaN keeping its payload, as
@@ -74,6 +74,41 @@ __attribute__((target("avx2"))) static void kd_q2_k(const void *src, float *dst,
                            dmin * (float)(sc[0] >> 4), true);
                 kd_store16(dst + 16, _mm256_extracti128_si256(l, 1), d * (float)(sc[1] & 0x0f),
                            dmin * (float)(sc[1] >> 4), true);
+            }
+        }
+    }
+}
+
+/* q3_K: per 128 values 32 bytes of qs holding four 2-bit planes and, for all
+ * 256, 32 bytes of hmask (bit 4·half + plane of byte j: no -4 for value j of
+ * that plane); sixteen signed 6-bit scales, one per 16 values;
+ * y = (d * scale) * level. */
+__attribute__((target("avx2"))) static void kd_q3_k(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *b = src;
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    for (int64_t i = 0; i < n / QK_K; i++, b += sizeof(block_q3_K)) {
+        const float d = q_f16_to_f32((uint16_t)(b[offsetof(block_q3_K, d)] |
+                                                b[offsetof(block_q3_K, d) + 1] << 8));
+        const __m256i hm =
+            _mm256_loadu_si256((const __m256i *)(const void *)(b + offsetof(block_q3_K, hmask)));
+        const uint8_t *q = b + offsetof(block_q3_K, qs);
+        const uint8_t *sc = b + offsetof(block_q3_K, scales);
+        int is = 0;
+        for (int half = 0; half < 2; half++, q += 32) {
+            const __m256i qv = _mm256_loadu_si256((const __m256i *)(const void *)q);
+            for (int plane = 0; plane < 4; plane++, dst += 32) {
+                const __m256i m = _mm256_set1_epi8((char)(1 << (4 * half + plane)));
+                const __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, m),
+                                                        _mm256_setzero_si256());
+                const __m256i l =
+                    _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(qv, 2 * plane), three),
+                                    _mm256_and_si256(clear, four));
+                kd_store16(dst, _mm256_castsi256_si128(l), d * (float)q_qh_q3_get(sc, is), 0.0f,
+                           false);
+                kd_store16(dst + 16, _mm256_extracti128_si256(l, 1),
+                           d * (float)q_qh_q3_get(sc, is + 1), 0.0f, false);
+                is += 2;
             }
         }
     }
@@ -223,6 +258,8 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
             return kd_bf16;
         if (type == Q_DT_Q2_K)
             return kd_q2_k;
+        if (type == Q_DT_Q3_K)
+            return kd_q3_k;
         if (type == Q_DT_Q4_K)
             return kd_q4_k;
         if (type == Q_DT_Q5_K)
@@ -240,7 +277,7 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
 
 void k_dequant_register(void)
 {
-    static const uint32_t types[] = {Q_DT_F16,  Q_DT_BF16, Q_DT_Q2_K,
+    static const uint32_t types[] = {Q_DT_F16,  Q_DT_BF16, Q_DT_Q2_K, Q_DT_Q3_K,
                                      Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         q_dequant_fn fn = k_dequant_fast(types[i], true);

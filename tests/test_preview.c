@@ -605,17 +605,18 @@ static void test_fq_rows(void **state)
     }
 }
 
-/* k_dequant_fast against q_dtype's reference dequantizers: q2_K, q4_K, q5_K, q6_K and iq4_NL on
+/* k_dequant_fast against q_dtype's reference dequantizers: q2_K..q6_K and iq4_NL on
  * random blocks (every field random, d and dmin finite f16), F16 and BF16 on
  * every bit pattern; bit by bit. */
 static void test_dequant_fast(void **state)
 {
     (void)state;
-    static const uint32_t types[] = {Q_DT_Q2_K, Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL};
+    static const uint32_t types[] = {Q_DT_Q2_K, Q_DT_Q3_K, Q_DT_Q4_K,
+                                     Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL};
     const int64_t nblk = 512, n = nblk * 256; /* 256 values: one block, or 8 of iq4_NL */
     float *ya = malloc((size_t)n * sizeof *ya), *yb = malloc((size_t)n * sizeof *yb);
     rng_state = 0xd0;
-    for (int t = 0; t < 5; t++) {
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         q_dequant_fn fast = k_dequant_fast(types[t], true);
         if (!fast) {
             assert_false(k_cpu_get()->avx2); /* only a machine without AVX2 has none */
@@ -628,13 +629,14 @@ static void test_dequant_fast(void **state)
             blk[i] = (uint8_t)(rng() >> 24);
         /* d (and dmin, which follows it where there is one): exponent < 16, finite */
         const size_t doff = types[t] == Q_DT_Q2_K   ? offsetof(block_q2_K, d)
+                            : types[t] == Q_DT_Q3_K ? offsetof(block_q3_K, d)
                             : types[t] == Q_DT_Q6_K ? offsetof(block_q6_K, d)
                                                     : 0;
         const bool iq4 = types[t] == Q_DT_IQ4_NL;
         const size_t unit = iq4 ? sizeof(block_iq4_nl) : bs; /* one block */
         for (int64_t b = 0; b < (iq4 ? nblk * 8 : nblk); b++) {
             blk[(size_t)b * unit + doff + 1] &= 0xbf;
-            if (types[t] != Q_DT_Q6_K && !iq4)
+            if (types[t] != Q_DT_Q6_K && types[t] != Q_DT_Q3_K && !iq4)
                 blk[(size_t)b * unit + doff + 3] &= 0xbf;
         }
         q_dtype_get(types[t])->dequant_ref(blk, ya, n);
