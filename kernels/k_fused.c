@@ -1690,12 +1690,18 @@ KF_AVX512 static bool kf_has_nan_512(const float *y, int64_t n)
  * k_acc_row takes the others to the scalar path. */
 typedef struct kf_hc {
     __m512 k;
+    __m512 lim; /* |e| below lim: u rounded within 2^21 - 31 of 0, inside the span */
     double range;
 } kf_hc;
 
 KF_AVX512 static inline kf_hc kf_hc_make(double range)
 {
-    kf_hc h = {_mm512_set1_ps((float)(0x1p21 / range)), range};
+    const float k = (float)(0x1p21 / range);
+    const double l = (0x1p21 - 32) / (double)k;
+    float lim = (float)l;
+    if ((double)lim > l)
+        lim = nextafterf(lim, 0.0f);
+    kf_hc h = {_mm512_set1_ps(k), _mm512_set1_ps(lim), range};
     return h;
 }
 
@@ -1706,15 +1712,16 @@ KF_AVX512 static inline kf_hc kf_hc_make(double range)
 
 /* The bins of the 16 errors yf - xf as computed in fixed point and, in
  * *near, the lanes to bin again by the exact formula: those near a bin edge
- * (their bin may be one off) and those outside [-range, range) in fixed
- * point (their "bin", 64 or more, counts nowhere); their largest magnitude
- * (in float) into *mx. u is rounded to an integer by one fused multiply-add
+ * (their bin may be one off) and, with span, those outside [-range, range)
+ * in fixed point (their "bin", 64 or more, counts nowhere); their largest
+ * magnitude (in float) into *mx. Without span the caller finds the latter
+ * from *mx (kf_span_check). u is rounded to an integer by one fused multiply-add
  * with KF_MAGIC (no conversion, no clamp): v = (the float's bits) - KF_MAGIC_BITS
  * + 2^21 + 8 is u rounded + 2^21 + 8 while |u| < 2^22, and any u outside the
  * bins' span (|u| >= 2^21, also those past 2^22 and the negative floats
  * beyond -1.5 · 2^23) sets one of v's bits 22..31. */
 KF_AVX512 __attribute__((always_inline)) static inline __m512i
-kf_bins16_fast(const kf_hc *h, __m512 xf, __m512 yf, __m512 *mx, __mmask16 *near)
+kf_bins16_fast(const kf_hc *h, __m512 xf, __m512 yf, __m512 *mx, __mmask16 *near, const bool span)
 {
     __m512 d = _mm512_sub_ps(yf, xf);
     *mx = _mm512_range_ps(*mx, d, 0xb); /* the larger magnitude, sign cleared */
@@ -1723,8 +1730,9 @@ kf_bins16_fast(const kf_hc *h, __m512 xf, __m512 yf, __m512 *mx, __mmask16 *near
         _mm512_set1_epi32((1 << 21) + 8 - KF_MAGIC_BITS));
     /* (u + 8) mod 2^16 < 16: u within 8 of an edge (e = 0 is bin 32 exactly) */
     *near = _mm512_mask_testn_epi32_mask(_mm512_cmp_ps_mask(yf, xf, _CMP_NEQ_UQ), v,
-                                         _mm512_set1_epi32(0xfff0)) |
-            _mm512_test_epi32_mask(v, _mm512_set1_epi32((int)0xffc00000u));
+                                         _mm512_set1_epi32(0xfff0));
+    if (span)
+        *near |= _mm512_test_epi32_mask(v, _mm512_set1_epi32((int)0xffc00000u));
     return _mm512_srli_epi32(v, 16);
 }
 
@@ -1734,7 +1742,7 @@ kf_bins16(const kf_hc *h, const float *x, const float *y, int64_t c, __m512 xf, 
           __m512 *mx)
 {
     __mmask16 near;
-    __m512i bv = kf_bins16_fast(h, xf, yf, mx, &near);
+    __m512i bv = kf_bins16_fast(h, xf, yf, mx, &near, true);
     if (__builtin_expect(near != 0, 0)) {
         int32_t b[16];
         _mm512_storeu_si512((void *)b, bv);
@@ -1770,7 +1778,8 @@ kf_hist16(const kf_hc *h, k_acc_scratch *p, const float *x, const float *y, int6
 #define KF_CS_LEVELS 6 /* planes 0..5 summed by full adders, 1024 values a step */
 typedef struct kf_cs {
     __m512i p[2][KF_CS_LEVELS]; /* [half][plane] */
-    __m512 mx;                  /* largest |e| so far (float) */
+    __m512 mx;                  /* largest |e| of the step (float) */
+    __m512 run;                 /* largest |e| of the steps before (float) */
     int64_t c0;                 /* the step's first value */
     __mmask16 near[64];         /* per vector of the step: lanes to bin again */
 } kf_cs;
@@ -1793,7 +1802,7 @@ KF_AVX512 __attribute__((always_inline)) static inline void
 kf_onehot16(kf_cs *s, const kf_hc *h, const float *x, const float *y, int64_t c, __m512i w[2])
 {
     __m512i bv = kf_bins16_fast(h, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c), &s->mx,
-                                &s->near[(c - s->c0) >> 4]);
+                                &s->near[(c - s->c0) >> 4], false);
     const __m512i one = _mm512_set1_epi32(1);
     w[0] = _mm512_sllv_epi32(one, bv); /* counts of 32 and more give 0 */
     w[1] = _mm512_sllv_epi32(one, _mm512_sub_epi32(bv, _mm512_set1_epi32(32)));
@@ -1835,10 +1844,24 @@ KF_CS_ADD(5, 4)
 #undef KF_CS_ADD
 
 /* After a step of nv vectors from s->c0: each lane the step counted in a bin
- * its exact bin differs from moves to the exact one in p->fix. */
+ * its exact bin differs from moves to the exact one in p->fix. The adders'
+ * masks hold the lanes near an edge; those outside the bins' span are looked
+ * for only in a step whose largest |e| reaches h->lim (none below it). */
 KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, const float *x,
                                 const float *y, int nv)
 {
+    if (_mm512_cmp_ps_mask(s->mx, h->lim, _CMP_NLT_UQ)) {
+        for (int i = 0; i < nv; i++) {
+            const int64_t c = s->c0 + 16 * i;
+            __m512 unused = _mm512_setzero_ps();
+            __mmask16 nm;
+            (void)kf_bins16_fast(h, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c), &unused, &nm,
+                                 true);
+            s->near[i] |= nm;
+        }
+    }
+    s->run = _mm512_max_ps(s->run, s->mx);
+    s->mx = _mm512_setzero_ps();
     uint64_t any = 0;
     for (int i = 0; i < nv; i += 4) {
         uint64_t w;
@@ -1853,7 +1876,7 @@ KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, cons
         __mmask16 nm;
         int32_t b[16];
         _mm512_storeu_si512((void *)b, kf_bins16_fast(h, _mm512_loadu_ps(x + c),
-                                                      _mm512_loadu_ps(y + c), &unused, &nm));
+                                                      _mm512_loadu_ps(y + c), &unused, &nm, true));
         for (; nm; nm &= (__mmask16)(nm - 1)) {
             int l = __builtin_ctz(nm);
             int32_t e = kf_bin_exact(x[c + l], y[c + l], h->range);
@@ -1884,7 +1907,8 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float
                                    const float *y, int64_t n, __m512 *mx)
 {
     kf_cs s;
-    s.mx = *mx;
+    s.mx = _mm512_setzero_ps();
+    s.run = *mx;
     for (int k = 0; k < 2; k++)
         for (int j = 0; j < KF_CS_LEVELS; j++)
             s.p[k][j] = _mm512_loadu_si512((const void *)p->bits[k][j]);
@@ -1918,7 +1942,7 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float
             _mm512_storeu_si512((void *)p->bits[k][j], s.p[k][j]);
     p->bits_used = true;
     p->pending += n / 2;
-    *mx = s.mx;
+    *mx = s.run;
 }
 
 /* Adds the counts of p->bits to hist and clears them. */
