@@ -228,10 +228,15 @@ kk_qkx_sums16(int n, const __m512 *X, const __m512 *W, __m512 mn, __m512 iscale,
         } else {
             lf = _mm512_roundscale_ps(_mm512_mul_ps(iscale, xm),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            /* the clamps as integer compares of the float's bits (the same
+             * order for floats >= 0, every negative one below +0's bits 0):
+             * Zen 4 runs them beside the float additions, which bind */
+            __m512i lb = _mm512_castps_si512(lf);
             if (lo)
-                lf = _mm512_max_ps(lf, _mm512_setzero_ps());
+                lb = _mm512_max_epi32(lb, _mm512_setzero_si512());
             if (hi)
-                lf = _mm512_min_ps(lf, fnmax);
+                lb = _mm512_min_epi32(lb, _mm512_castps_si512(fnmax));
+            lf = _mm512_castsi512_ps(lb);
         }
         La[i] = lf;
         const __m512 wl = _mm512_mul_ps(W[i], lf);
