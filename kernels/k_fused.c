@@ -1776,8 +1776,9 @@ kf_hist16(const kf_hc *h, k_acc_scratch *p, const float *x, const float *y, int6
  * vector instructions per 16 values, against 8 scalar increments of the pair
  * table. */
 #define KF_CS_LEVELS 6 /* planes 0..5 summed by full adders, 1024 values a step */
+#define KF_CS_HELD 9   /* planes 6..8 also held in registers, by half adders after each step */
 typedef struct kf_cs {
-    __m512i p[2][KF_CS_LEVELS]; /* [half][plane] */
+    __m512i p[2][KF_CS_HELD]; /* [half][plane] */
     __m512 mx;                  /* largest |e| of the step (float) */
     __m512 run;                 /* largest |e| of the steps before (float) */
     int64_t c0;                 /* the step's first value */
@@ -1888,7 +1889,8 @@ KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, cons
 }
 
 /* Adds v, of weight 2^j0, into planes j0.. of half k. */
-KF_AVX512 static void kf_ripple(k_acc_scratch *p, int k, int j0, __m512i v)
+KF_AVX512 __attribute__((noinline, cold)) static void kf_ripple(k_acc_scratch *p, int k, int j0,
+                                                                __m512i v)
 {
     for (int j = j0; j < K_ACC_PLANES; j++) {
         __m512i pl = _mm512_loadu_si512((const void *)p->bits[k][j]);
@@ -1897,6 +1899,38 @@ KF_AVX512 static void kf_ripple(k_acc_scratch *p, int k, int j0, __m512i v)
         if (!_mm512_test_epi32_mask(v, v))
             return;
     }
+}
+
+/* Adds the carries v[2], of weight 2^j0, into the planes j0.. of s held in
+ * registers, then the carries out of those into p's planes KF_CS_HELD ..
+ * KF_CS_MEM - 1 in memory, all by half adders with no branch, and the rare
+ * carry out of those by kf_ripple. Some counter of a half passes plane 5 or
+ * 8 in almost every step: kf_ripple's loop from plane 6, called at nearly
+ * every step, took about a seventh of the histogram's time (rows in L2). */
+#define KF_CS_MEM 13
+KF_AVX512 __attribute__((always_inline)) static inline void kf_cs_carry(kf_cs *s,
+                                                                        k_acc_scratch *p,
+                                                                        int j0, __m512i v[2])
+{
+    __mmask16 out = 0;
+    for (int k = 0; k < 2; k++) {
+        __m512i c = v[k];
+        for (int j = j0; j < KF_CS_HELD; j++) {
+            const __m512i pl = s->p[k][j];
+            s->p[k][j] = _mm512_xor_si512(pl, c);
+            c = _mm512_and_si512(pl, c);
+        }
+        for (int j = KF_CS_HELD; j < KF_CS_MEM; j++) {
+            const __m512i pl = _mm512_loadu_si512((const void *)p->bits[k][j]);
+            _mm512_storeu_si512((void *)p->bits[k][j], _mm512_xor_si512(pl, c));
+            c = _mm512_and_si512(pl, c);
+        }
+        v[k] = c;
+        out |= _mm512_test_epi32_mask(c, c);
+    }
+    if (__builtin_expect(out != 0, 0))
+        for (int k = 0; k < 2; k++)
+            kf_ripple(p, k, KF_CS_MEM, v[k]);
 }
 
 /* Counts the bins of values [0, n) of the row, n a multiple of 256; the
@@ -1910,35 +1944,24 @@ KF_AVX512 static void kf_hist_bits(const kf_hc *h, k_acc_scratch *p, const float
     s.mx = _mm512_setzero_ps();
     s.run = *mx;
     for (int k = 0; k < 2; k++)
-        for (int j = 0; j < KF_CS_LEVELS; j++)
+        for (int j = 0; j < KF_CS_HELD; j++)
             s.p[k][j] = _mm512_loadu_si512((const void *)p->bits[k][j]);
     int64_t c = 0;
     __m512i carry[2];
     for (; c + 1024 <= n; c += 1024) {
         s.c0 = c;
         kf_cs_add5(&s, h, x, y, c, carry);
-        for (int k = 0; k < 2; k++)
-            if (_mm512_test_epi32_mask(carry[k], carry[k]))
-                kf_ripple(p, k, KF_CS_LEVELS, carry[k]);
+        kf_cs_carry(&s, p, KF_CS_LEVELS, carry);
         kf_cs_fix(&s, h, p, x, y, 64);
     }
-    for (; c < n; c += 256) { /* planes 4 and 5 are in s: a half adder each */
+    for (; c < n; c += 256) { /* planes 4 and 5 by half adders too */
         s.c0 = c;
         kf_cs_add3(&s, h, x, y, c, carry);
-        for (int k = 0; k < 2; k++) {
-            __m512i v = carry[k];
-            for (int j = 4; j < KF_CS_LEVELS; j++) {
-                __m512i pl = s.p[k][j];
-                s.p[k][j] = _mm512_xor_si512(pl, v);
-                v = _mm512_and_si512(pl, v);
-            }
-            if (_mm512_test_epi32_mask(v, v))
-                kf_ripple(p, k, KF_CS_LEVELS, v);
-        }
+        kf_cs_carry(&s, p, 4, carry);
         kf_cs_fix(&s, h, p, x, y, 16);
     }
     for (int k = 0; k < 2; k++)
-        for (int j = 0; j < KF_CS_LEVELS; j++)
+        for (int j = 0; j < KF_CS_HELD; j++)
             _mm512_storeu_si512((void *)p->bits[k][j], s.p[k][j]);
     p->bits_used = true;
     p->pending += n / 2;

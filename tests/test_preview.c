@@ -416,6 +416,30 @@ static void test_acc_rows(void **state)
         free(x);
         free(y);
     }
+    /* every error in one bin, 48 rows of 4096 and one flush at the end: each
+     * counter of the AVX-512 bit planes passes 2^13 (the planes updated at
+     * every step) and ripples into the planes above */
+    {
+        const int64_t rows = 48, cols = 4096;
+        float *x = gen(rows, cols, 0xacc9);
+        float *y = malloc((size_t)(rows * cols) * sizeof *y);
+        assert_non_null(y);
+        for (int64_t c = 0; c < rows * cols; c++)
+            y[c] = x[c] + (c % 3 ? 0.001f : -0.004f);
+        q_metrics_acc got, want;
+        q_metrics_init(&got, 0x1p-6);
+        q_metrics_init(&want, 0x1p-6);
+        memset(p, 0, sizeof *p);
+        for (int64_t r = 0; r < rows; r++) {
+            k_acc_row(&got, p, x + r * cols, y + r * cols, cols, NULL, true, true, NULL);
+            q_metrics_add(&want, x + r * cols, y + r * cols, 1, cols, NULL);
+        }
+        k_acc_flush(&got, p);
+        assert_memory_equal(got.hist, want.hist, sizeof want.hist);
+        assert_acc_match(&got, &want);
+        free(x);
+        free(y);
+    }
     free(p);
 }
 
