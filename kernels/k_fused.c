@@ -1889,8 +1889,7 @@ KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, cons
 }
 
 /* Adds v, of weight 2^j0, into planes j0.. of half k. */
-KF_AVX512 __attribute__((noinline, cold)) static void kf_ripple(k_acc_scratch *p, int k, int j0,
-                                                                __m512i v)
+KF_AVX512 static void kf_ripple(k_acc_scratch *p, int k, int j0, __m512i v)
 {
     for (int j = j0; j < K_ACC_PLANES; j++) {
         __m512i pl = _mm512_loadu_si512((const void *)p->bits[k][j]);
@@ -1928,7 +1927,7 @@ KF_AVX512 __attribute__((always_inline)) static inline void kf_cs_carry(kf_cs *s
         v[k] = c;
         out |= _mm512_test_epi32_mask(c, c);
     }
-    if (__builtin_expect(out != 0, 0))
+    if (out)
         for (int k = 0; k < 2; k++)
             kf_ripple(p, k, KF_CS_MEM, v[k]);
 }
