@@ -10,7 +10,8 @@
  * elements in element order, products group as the reference's C expressions
  * group them, divisions stay divisions (vdivps and vsqrtps round like divss
  * and sqrtss), and nothing is contracted into FMA (the target is plain AVX2,
- * and the pragmas below forbid contraction anyway). Rounding to the nearest
+ * and the pragmas below forbid contraction anyway; the one explicit FMA,
+ * kk_iq4_level16's, only picks a table entry). Rounding to the nearest
  * integer uses nearest_int's own bit trick, or vroundps where the argument is
  * provably inside nearest_int's exact range (see kk_qkx, kk_qx). Lanes whose
  * scalar code would take an early exit compute garbage that is replaced at
