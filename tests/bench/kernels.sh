@@ -24,4 +24,10 @@ if grep -q avx512bw /proc/cpuinfo && [ $# -eq 0 ]; then
     QTUNE_NO_AVX512=1 $BENCH --bw "$bw" \
         --formats q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2 | tail -n +3
 fi
+# The parts of one preview row (quantize, double sums, histogram), 1 thread,
+# rows in L2: where a kernel change lands.
+if [ $# -eq 0 ] && [ -x build/tests/tool_bench_parts ]; then
+    echo "parts of a preview row, ns a value (tool_bench_parts: 1 thread, rows in L2):"
+    build/tests/tool_bench_parts q8_0,q4_0,int4,nf4,fp8_e4m3 --reps 5
+fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
