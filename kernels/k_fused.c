@@ -1565,6 +1565,17 @@ kf_grid16(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, 
         _mm512_storeu_ps(y, r);
 }
 
+/* One group of gs = full + the lanes of tail values (kf_grid16). */
+KF_AVX512 __attribute__((always_inline)) static inline void
+kf_grid_group(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, const float *x,
+              float *y, int64_t full, __mmask16 tail, const bool quot)
+{
+    for (int64_t i = 0; i < full; i += 16)
+        kf_grid16(id, k, s, z, inv, x + i, y + i, 0xffff, false, quot);
+    if (tail)
+        kf_grid16(id, k, s, z, inv, x + full, y + full, tail, true, quot);
+}
+
 /* kf_grid_apply_avx2 on 16 lanes for ng consecutive groups of gs values,
  * group b with the parameters p[b] (zeros where its scale is 0), the
  * constants set up once for all of them; no calls in the loop, so they stay
@@ -1609,19 +1620,10 @@ kf_grid_apply_body(const q_format_id id, const kf_grid *g, const kf_gpar *p, int
         const __m512 s = _mm512_set1_ps(pb->s), z = _mm512_set1_ps(pb->z);
         /* fp8 keeps vdivps: its other operations already fill the multiply
          * unit, and kf_quot16 made it slower (0.23 -> 0.25 ns a value) */
-        if (!(id == Q_FMT_INT || id == Q_FMT_UINT) || !(pb->s >= 0x1p-60f && pb->s <= 0x1p100f)) {
-            const __m512 inv = _mm512_set1_ps(pb->inv);
-            for (int64_t i = 0; i < full; i += 16)
-                kf_grid16(id, &k, s, z, inv, x + i, y + i, 0xffff, false, false);
-            if (tail)
-                kf_grid16(id, &k, s, z, inv, x + full, y + full, tail, true, false);
-            continue;
-        }
-        const __m512 inv = _mm512_set1_ps(1.0f / pb->s); /* kf_quot16's */
-        for (int64_t i = 0; i < full; i += 16)
-            kf_grid16(id, &k, s, z, inv, x + i, y + i, 0xffff, false, true);
-        if (tail)
-            kf_grid16(id, &k, s, z, inv, x + full, y + full, tail, true, true);
+        if ((id == Q_FMT_INT || id == Q_FMT_UINT) && pb->s >= 0x1p-60f && pb->s <= 0x1p100f)
+            kf_grid_group(id, &k, s, z, _mm512_set1_ps(1.0f / pb->s), x, y, full, tail, true);
+        else
+            kf_grid_group(id, &k, s, z, _mm512_set1_ps(pb->inv), x, y, full, tail, false);
     }
 }
 
@@ -1744,7 +1746,7 @@ KF_AVX512 static inline kf_hc kf_hc_make(double range)
  * (their bin may be one off) and, with span, those outside [-range, range)
  * in fixed point (their "bin", 64 or more, counts nowhere); their largest
  * magnitude (in float) into *mx. Without span the caller finds the latter
- * from *mx (kf_span_check). u is rounded to an integer by one fused multiply-add
+ * from *mx (kf_cs_fix). u is rounded to an integer by one fused multiply-add
  * with KF_MAGIC (no conversion, no clamp): v = (the float's bits) - KF_MAGIC_BITS
  * + 2^21 + 8 is u rounded + 2^21 + 8 while |u| < 2^22, and any u outside the
  * bins' span (|u| >= 2^21, also those past 2^22 and the negative floats
@@ -1808,10 +1810,10 @@ kf_hist16(const kf_hc *h, k_acc_scratch *p, const float *x, const float *y, int6
 #define KF_CS_HELD 9   /* planes 6..8 also held in registers, by half adders after each step */
 typedef struct kf_cs {
     __m512i p[2][KF_CS_HELD]; /* [half][plane] */
-    __m512 mx;                  /* largest |e| of the step (float) */
-    __m512 run;                 /* largest |e| of the steps before (float) */
-    int64_t c0;                 /* the step's first value */
-    __mmask16 near[64];         /* per vector of the step: lanes to bin again */
+    __m512 mx;                /* largest |e| of the step (float) */
+    __m512 run;               /* largest |e| of the steps before (float) */
+    int64_t c0;               /* the step's first value */
+    __mmask16 near[64];       /* per vector of the step: lanes to bin again */
 } kf_cs;
 
 /* Full adder over the bits of the plane *p and of a and b: the sum into *p,

@@ -275,7 +275,7 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
     const __m512 fnmax = _mm512_set1_ps((float)nmax);
     const __m512 big = _mm512_set1_ps(4194304.f), nbig = _mm512_set1_ps(-4194304.f);
     const __m512 fhalf = _mm512_set1_ps((float)nmax + 0.5f);
-    #pragma GCC unroll 2
+#pragma GCC unroll 2
     for (int g = 0; g < G; ++g) {
         for (int i = 0; i < n; ++i) {
             X[g][i] = kk_join16(s[g].xt, n, i);
@@ -313,7 +313,7 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
         const __m512 num = _mm512_set1_ps(rmin + rdelta * (float)is + (float)nmax);
         __m512 iscale[2], sl[2], sl2[2], sxl[2];
         bool outside = false, need_lo = false, need_hi = false;
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int g = 0; g < G; ++g) {
             iscale[g] = _mm512_div_ps(num, _mm512_sub_ps(mx[g], mn[g]));
             const __m512 tlo = _mm512_mul_ps(iscale[g], _mm512_sub_ps(lo[g], mn[g]));
@@ -326,7 +326,7 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
             need_hi |=
                 (__mmask16)(_mm512_cmp_ps_mask(thi, fhalf, _CMP_LT_OQ) | degen[g]) != 0xffff;
         }
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int g = 0; g < G; ++g) {
             if (outside)
                 kk_qkx_sums16(n, X[g], W[g], mn[g], iscale[g], fnmax, nmax, true, false, false,
@@ -346,7 +346,7 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
         }
         __m512 ts[2], tm[2], err[2];
         __mmask16 dpos[2], any = 0;
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int g = 0; g < G; ++g) {
             const __m512 D =
                 _mm512_sub_ps(_mm512_mul_ps(sw[g], sl2[g]), _mm512_mul_ps(sl[g], sl[g]));
@@ -363,11 +363,11 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
         }
         if (!any)
             continue;
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int g = 0; g < G; ++g)
             err[g] = zero;
         for (int i = 0; i < n; ++i) {
-            #pragma GCC unroll 2
+#pragma GCC unroll 2
             for (int g = 0; g < G; ++g) {
                 __m512 d = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(ts[g], La[g][i]), tm[g]),
                                          X[g][i]);
@@ -375,7 +375,7 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
                 err[g] = _mm512_add_ps(err[g], _mm512_mul_ps(W[g][i], d));
             }
         }
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int g = 0; g < G; ++g) {
             const __mmask16 upd = dpos[g] & _mm512_cmp_ps_mask(err[g], best[g], _CMP_LT_OQ);
             bis[g] = _mm512_mask_mov_ps(bis[g], upd, iscale[g]);
@@ -386,8 +386,7 @@ kk_qkx_512_body(const int G, int n, int nmax, const kk_search *s, float rmin, fl
         }
     }
 
-    #pragma GCC unroll 2
-
+#pragma GCC unroll 2
     for (int g = 0; g < G; ++g) {
         _mm512_storeu_ps(s[g].scale, _mm512_mask_mov_ps(scale[g], degen[g], zero));
         _mm512_storeu_ps(s[g].min, _mm512_xor_ps(_mm512_mask_mov_ps(mn[g], degen[g], mn0[g]),
@@ -413,6 +412,24 @@ KK_AVX512 static void kk_qkx_512(int G, int n, int nmax, const kk_search *s, flo
         kk_qkx_512_body(1, n, nmax, s, rmin, rdelta, nstep, true);
     else
         kk_qkx_512_body(1, n, nmax, s, rmin, rdelta, nstep, false);
+}
+
+KK_AVX2 static void kk_qkx(int n, int nmax, const float *xt, const float *wt, float rmin,
+                           float rdelta, int nstep, bool mad, float *scale_out, float *min_out,
+                           kk_recipe *rec);
+
+/* kk_qkx on g (1 or 2) sets of sixteen sub-blocks: with AVX-512 in one call
+ * of kk_qkx_512, else one after the other. */
+KK_AVX2 static void kk_qkx_g(int g, int n, int nmax, const kk_search *s, float rmin, float rdelta,
+                             int nstep, bool mad)
+{
+    if (k_cpu_get()->avx512) {
+        kk_qkx_512(g, n, nmax, s, rmin, rdelta, nstep, mad);
+        return;
+    }
+    for (int k = 0; k < g; ++k)
+        kk_qkx(n, nmax, s[k].xt, s[k].wt, rmin, rdelta, nstep, mad, s[k].scale, s[k].min,
+               s[k].rec);
 }
 
 /* make_qkx2_quants / make_qkx3_quants over 16 sub-blocks of n (<= 32)
@@ -997,22 +1014,16 @@ KK_AVX2 static void kk_k45_prep(const float *const *x, const float *const *qw, k
     kk_w_imat(32, w->xt, qt, sig, w->wt, w->sw);
 }
 
-/* The searches of g (1 or 2) prepared pairs; with AVX-512 both in one call. */
+/* The searches of g (1 or 2) prepared pairs (kk_qkx_g). */
 KK_AVX2 static void kk_k45_search(int nmax, bool imat, kk_k45_work *w, int g)
 {
     float rmin, rdelta;
     int nstep;
     kk_k45_params(nmax, imat, &rmin, &rdelta, &nstep);
-    if (k_cpu_get()->avx512) {
-        kk_search s[2];
-        for (int k = 0; k < g; ++k)
-            s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
-        kk_qkx_512(g, 32, nmax, s, rmin, rdelta, nstep, false);
-        return;
-    }
+    kk_search s[2];
     for (int k = 0; k < g; ++k)
-        kk_qkx(32, nmax, w[k].xt, w[k].wt, rmin, rdelta, nstep, false, w[k].scales, w[k].mins,
-               &w[k].rec);
+        s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
+    kk_qkx_g(g, 32, nmax, s, rmin, rdelta, nstep, false);
 }
 
 /* The blocks of the searched pair x[0], x[1] (qw as for kk_k45_prep) into
@@ -1166,18 +1177,12 @@ KK_AVX2 static void kk_q2_blocks(const float *const *x, const float *const *qw, 
     const bool imat = qw[0] != NULL;
     const float rmin = imat ? -0.9f : -0.5f, rdelta = imat ? 0.05f : 0.1f;
     const int nstep = imat ? 36 : 15;
-    for (int k = 0; k < g; ++k)
+    kk_search s[2];
+    for (int k = 0; k < g; ++k) {
         kk_q2_prep(x[k], qw[k], &w[k]);
-    if (k_cpu_get()->avx512) {
-        kk_search s[2];
-        for (int k = 0; k < g; ++k)
-            s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
-        kk_qkx_512(g, 16, 3, s, rmin, rdelta, nstep, !imat);
-    } else {
-        for (int k = 0; k < g; ++k)
-            kk_qkx(16, 3, w[k].xt, w[k].wt, rmin, rdelta, nstep, !imat, w[k].scales,
-                   w[k].mins, &w[k].rec);
+        s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
     }
+    kk_qkx_g(g, 16, 3, s, rmin, rdelta, nstep, !imat);
     for (int k = 0; k < g; ++k) {
         uint8_t L[QK_K];
         memset(&b[k], 0, sizeof b[k]);
