@@ -1020,7 +1020,7 @@ KK_AVX2 static void kk_k45_search(int nmax, bool imat, kk_k45_work *w, int g)
     float rmin, rdelta;
     int nstep;
     kk_k45_params(nmax, imat, &rmin, &rdelta, &nstep);
-    kk_search s[2];
+    kk_search s[2] = {{NULL, NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL, NULL}};
     for (int k = 0; k < g; ++k)
         s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
     kk_qkx_g(g, 32, nmax, s, rmin, rdelta, nstep, false);
@@ -1177,7 +1177,7 @@ KK_AVX2 static void kk_q2_blocks(const float *const *x, const float *const *qw, 
     const bool imat = qw[0] != NULL;
     const float rmin = imat ? -0.9f : -0.5f, rdelta = imat ? 0.05f : 0.1f;
     const int nstep = imat ? 36 : 15;
-    kk_search s[2];
+    kk_search s[2] = {{NULL, NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL, NULL}};
     for (int k = 0; k < g; ++k) {
         kk_q2_prep(x[k], qw[k], &w[k]);
         s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
