@@ -4,7 +4,7 @@
 # preview at 1 and 2 threads, GB/s, % of the read bandwidth tool_stream measures
 # in this same run, speedup, time to the first estimate, and the targets.
 # Standalone: run from the repository root after `make qtune tools`.
-# Options are passed to tool_bench_kernels (--rows, --cols, --formats).
+# Options are passed to tool_bench_kernels (--rows, --cols, --formats, --dtype).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAM=build/tests/tool_stream
@@ -17,6 +17,12 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 bw=$($STREAM 1024 2 | sed -E 's/read_GBps=([0-9.]+).*/\1/')
 echo "read bandwidth (tool_stream, 1 GiB, 2 threads): $bw GB/s"
 $BENCH --bw "$bw" "$@"
+# Model files hold f16 or bf16 weights: the same tensor rounded to bf16, whose
+# rows the preview converts one at a time.
+if [ $# -eq 0 ]; then
+    echo "the same tensor stored as bf16 (--dtype bf16):"
+    $BENCH --bw "$bw" --dtype bf16 --formats q8_0,q4_0,int4,nf4,fp8_e4m3,q4_k
+fi
 # On an AVX-512 machine, the 16-lane kernels against the AVX2 ones in the same
 # run (the k-quant searches have AVX2 forms only).
 if grep -q avx512bw /proc/cpuinfo && [ $# -eq 0 ]; then
