@@ -1,7 +1,7 @@
-/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q2_K, q3_K, q4_K,
- * q5_K, q6_K and iq4_NL dequantizers (F16 and BF16 also in AVX-512), installed
- * by k_dequant_register as the types' fast dequantizers (every row read,
- * q_tensor_read_rows, goes through them).
+/* k_dequant.c — AVX2/F16C forms of q_dtype's F16, BF16, q8_0, q4_0, q4_1,
+ * q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K and iq4_NL dequantizers (F16 and
+ * BF16 also in AVX-512), installed by k_dequant_register as the types' fast
+ * dequantizers (every row read, q_tensor_read_rows, goes through them).
  *
  * F16: vcvtph2ps is exact and quiets a NaN keeping its payload, as
  * q_f16_to_f32 does (test_preview compares all 65536 patterns). BF16: the
@@ -15,6 +15,7 @@
 #include "k_dequant.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "k_cpu.h"
 #include "q_blocks.h"
@@ -172,6 +173,92 @@ __attribute__((target("avx2"))) static void kd_iq4_nl(const void *src, float *ds
     }
 }
 
+/* The 32-value formats: y = (float)q * d, plus m for q4_1 and q5_1, as the
+ * references have it (the products are exact: a level of at most 8 bits
+ * times an f16 value). */
+#define KD_Q8_0 0
+#define KD_Q4_0 1
+#define KD_Q4_1 2
+#define KD_Q5_0 3
+#define KD_Q5_1 4
+
+/* dst[0..16) = (float)q[l] * d + m for 16 unsigned levels held as bytes. */
+__attribute__((target("avx2"))) static inline void kd_store16u(float *dst, __m128i q, float d,
+                                                               float m)
+{
+    const __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+    const __m128i parts[2] = {q, _mm_srli_si128(q, 8)};
+    for (int k = 0; k < 2; k++) {
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k])), vd);
+        _mm256_storeu_ps(dst + 8 * k, _mm256_add_ps(v, vm));
+    }
+}
+
+/* One 32-value block at b of format f into dst: the levels as bytes (low
+ * nibbles are values 0..15, high ones 16..31; q5's fifth bits, bit j of qh
+ * for value j, spread over bytes by a shuffle and a bit test), then
+ * kd_store16 or kd_store16u. */
+__attribute__((target("avx2"), always_inline)) static inline void kd_block32(const uint8_t *b,
+                                                                            float *dst,
+                                                                            const int f)
+{
+    const float d = q_f16_to_f32((uint16_t)(b[0] | b[1] << 8));
+    if (f == KD_Q8_0) {
+        const uint8_t *qs = b + offsetof(block_q8_0, qs);
+        kd_store16(dst, _mm_loadu_si128((const __m128i *)(const void *)qs), d, 0.0f, false);
+        kd_store16(dst + 16, _mm_loadu_si128((const __m128i *)(const void *)(qs + 16)), d, 0.0f,
+                   false);
+        return;
+    }
+    const bool five = f == KD_Q5_0 || f == KD_Q5_1, with_m = f == KD_Q4_1 || f == KD_Q5_1;
+    const size_t off_qs = f == KD_Q4_0   ? offsetof(block_q4_0, qs)
+                          : f == KD_Q4_1 ? offsetof(block_q4_1, qs)
+                          : f == KD_Q5_0 ? offsetof(block_q5_0, qs)
+                                         : offsetof(block_q5_1, qs);
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(b + off_qs));
+    __m128i lo = _mm_and_si128(q, low4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4);
+    if (five) {
+        uint32_t qh;
+        memcpy(&qh, b + (f == KD_Q5_0 ? offsetof(block_q5_0, qh) : offsetof(block_q5_1, qh)),
+               sizeof qh);
+        /* byte j of the 16 (or 16 + j) tests bit j % 8 of qh's byte j / 8 */
+        const __m128i bits = _mm_set1_epi64x((long long)0x8040201008040201ull);
+        const __m128i v = _mm_cvtsi32_si128((int)qh);
+        const __m128i hl = _mm_shuffle_epi8(v, _mm_set_epi64x(0x0101010101010101ll, 0));
+        const __m128i hh = _mm_shuffle_epi8(v, _mm_set_epi64x(0x0303030303030303ll,
+                                                              0x0202020202020202ll));
+        const __m128i sixteen = _mm_set1_epi8(16);
+        lo = _mm_or_si128(lo, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hl, bits), bits),
+                                            sixteen));
+        hi = _mm_or_si128(hi, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hh, bits), bits),
+                                            sixteen));
+    }
+    if (with_m) {
+        const float m = q_f16_to_f32((uint16_t)(b[2] | b[3] << 8));
+        kd_store16u(dst, lo, d, m);
+        kd_store16u(dst + 16, hi, d, m);
+    } else {
+        const __m128i off = _mm_set1_epi8(five ? 16 : 8);
+        kd_store16(dst, _mm_sub_epi8(lo, off), d, 0.0f, false);
+        kd_store16(dst + 16, _mm_sub_epi8(hi, off), d, 0.0f, false);
+    }
+}
+
+#define KD_BLOCKS32(name, f, type)                                                             \
+    __attribute__((target("avx2"))) static void name(const void *src, float *dst, int64_t n)   \
+    {                                                                                          \
+        const uint8_t *b = src;                                                                \
+        for (int64_t i = 0; i < n / 32; i++, b += sizeof(type), dst += 32)                     \
+            kd_block32(b, dst, f);                                                             \
+    }
+KD_BLOCKS32(kd_q8_0, KD_Q8_0, block_q8_0)
+KD_BLOCKS32(kd_q4_0, KD_Q4_0, block_q4_0)
+KD_BLOCKS32(kd_q4_1, KD_Q4_1, block_q4_1)
+KD_BLOCKS32(kd_q5_0, KD_Q5_0, block_q5_0)
+KD_BLOCKS32(kd_q5_1, KD_Q5_1, block_q5_1)
+#undef KD_BLOCKS32
+
 /* q4_K (with_high false) and q5_K: 8 sub-blocks of 32, scales/mins of 6 bits. */
 __attribute__((target("avx2"), always_inline)) static inline void
 kd_k45(const uint8_t *b, float *dst, const bool q5)
@@ -288,22 +375,22 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
 #if KD_X86
     const k_cpu *cpu = k_cpu_get();
     if (simd && cpu->avx2) {
-        if (type == Q_DT_F16 && cpu->f16c)
-            return cpu->avx512 ? kd_f16_512 : kd_f16;
+        if (type == Q_DT_F16)
+            return !cpu->f16c ? NULL : cpu->avx512 ? kd_f16_512 : kd_f16;
         if (type == Q_DT_BF16)
             return cpu->avx512 ? kd_bf16_512 : kd_bf16;
-        if (type == Q_DT_Q2_K)
-            return kd_q2_k;
-        if (type == Q_DT_Q3_K)
-            return kd_q3_k;
-        if (type == Q_DT_Q4_K)
-            return kd_q4_k;
-        if (type == Q_DT_Q5_K)
-            return kd_q5_k;
-        if (type == Q_DT_Q6_K)
-            return kd_q6_k;
-        if (type == Q_DT_IQ4_NL)
-            return kd_iq4_nl;
+        static const struct {
+            uint32_t type;
+            q_dequant_fn fn;
+        } avx2[] = {
+            {Q_DT_Q2_K, kd_q2_k}, {Q_DT_Q3_K, kd_q3_k}, {Q_DT_Q4_K, kd_q4_k},
+            {Q_DT_Q5_K, kd_q5_k}, {Q_DT_Q6_K, kd_q6_k}, {Q_DT_IQ4_NL, kd_iq4_nl},
+            {Q_DT_Q8_0, kd_q8_0}, {Q_DT_Q4_0, kd_q4_0}, {Q_DT_Q4_1, kd_q4_1},
+            {Q_DT_Q5_0, kd_q5_0}, {Q_DT_Q5_1, kd_q5_1},
+        };
+        for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++)
+            if (avx2[i].type == type)
+                return avx2[i].fn;
     }
 #endif
     (void)type;
@@ -313,8 +400,9 @@ q_dequant_fn k_dequant_fast(uint32_t type, bool simd)
 
 void k_dequant_register(void)
 {
-    static const uint32_t types[] = {Q_DT_F16,  Q_DT_BF16, Q_DT_Q2_K, Q_DT_Q3_K,
-                                     Q_DT_Q4_K, Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL};
+    static const uint32_t types[] = {Q_DT_F16,  Q_DT_BF16, Q_DT_Q2_K, Q_DT_Q3_K,   Q_DT_Q4_K,
+                                     Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL, Q_DT_Q8_0, Q_DT_Q4_0,
+                                     Q_DT_Q4_1, Q_DT_Q5_0, Q_DT_Q5_1};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         q_dequant_fn fn = k_dequant_fast(types[i], true);
         if (fn)

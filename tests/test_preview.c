@@ -629,15 +629,18 @@ static void test_fq_rows(void **state)
     }
 }
 
-/* k_dequant_fast against q_dtype's reference dequantizers: q2_K..q6_K and iq4_NL on
- * random blocks (every field random, d and dmin finite f16), F16 and BF16 on
- * every bit pattern; bit by bit. */
+/* k_dequant_fast against q_dtype's reference dequantizers: q2_K..q6_K, iq4_NL
+ * and the 32-value formats (q8_0, q4_0, q4_1, q5_0, q5_1) on random blocks
+ * (every field random, d and dmin or m finite f16), F16 and BF16 on every bit
+ * pattern; bit by bit. */
 static void test_dequant_fast(void **state)
 {
     (void)state;
-    static const uint32_t types[] = {Q_DT_Q2_K, Q_DT_Q3_K, Q_DT_Q4_K,
-                                     Q_DT_Q5_K, Q_DT_Q6_K, Q_DT_IQ4_NL};
-    const int64_t nblk = 512, n = nblk * 256; /* 256 values: one block, or 8 of iq4_NL */
+    static const uint32_t types[] = {Q_DT_Q2_K, Q_DT_Q3_K, Q_DT_Q4_K, Q_DT_Q5_K,
+                                     Q_DT_Q6_K, Q_DT_IQ4_NL, Q_DT_Q8_0, Q_DT_Q4_0,
+                                     Q_DT_Q4_1, Q_DT_Q5_0, Q_DT_Q5_1};
+    /* 256 values: one k-quant block, or 8 of the 32-value types */
+    const int64_t nblk = 512, n = nblk * 256;
     float *ya = malloc((size_t)n * sizeof *ya), *yb = malloc((size_t)n * sizeof *yb);
     rng_state = 0xd0;
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
@@ -656,11 +659,14 @@ static void test_dequant_fast(void **state)
                             : types[t] == Q_DT_Q3_K ? offsetof(block_q3_K, d)
                             : types[t] == Q_DT_Q6_K ? offsetof(block_q6_K, d)
                                                     : 0;
-        const bool iq4 = types[t] == Q_DT_IQ4_NL;
-        const size_t unit = iq4 ? sizeof(block_iq4_nl) : bs; /* one block */
-        for (int64_t b = 0; b < (iq4 ? nblk * 8 : nblk); b++) {
+        const bool b32 = t >= 5; /* iq4_NL and after: blocks of 32 values */
+        const size_t unit = b32 ? bs / 8 : bs; /* one block */
+        const bool two = types[t] == Q_DT_Q2_K || types[t] == Q_DT_Q4_K ||
+                         types[t] == Q_DT_Q5_K || types[t] == Q_DT_Q4_1 ||
+                         types[t] == Q_DT_Q5_1; /* a second f16 (dmin, m) follows d */
+        for (int64_t b = 0; b < (b32 ? nblk * 8 : nblk); b++) {
             blk[(size_t)b * unit + doff + 1] &= 0xbf;
-            if (types[t] != Q_DT_Q6_K && types[t] != Q_DT_Q3_K && !iq4)
+            if (two)
                 blk[(size_t)b * unit + doff + 3] &= 0xbf;
         }
         q_dtype_get(types[t])->dequant_ref(blk, ya, n);

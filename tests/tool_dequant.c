@@ -1,15 +1,19 @@
-/* tool_dequant — dequantize raw blocks with qtune's reference dequantizers.
+/* tool_dequant — dequantize raw blocks with qtune's reference dequantizers,
+ * or with --fast the ones qtune runs on this machine (kernels/k_dequant.c,
+ * where the type has one).
  *
- * usage: tool_dequant TYPE_NAME IN.bin OUT.f32
+ * usage: tool_dequant [--fast] TYPE_NAME IN.bin OUT.f32
  * IN.bin holds whole blocks of TYPE_NAME (ggml layout); OUT.f32 receives the
  * little-endian f32 values. Driven by tests/py/check_dequant.py, which compares
  * the output with the gguf Python package. Exit 0 on success, 1 on any error.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "k_preview.h"
 #include "q_dtype.h"
 #include "tool_io.h"
 
@@ -49,9 +53,14 @@ fail:
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s TYPE_NAME IN.bin OUT.f32\n", argv[0]);
+    const bool fast = argc == 5 && !strcmp(argv[1], "--fast");
+    if (argc != 4 && !fast) {
+        fprintf(stderr, "usage: %s [--fast] TYPE_NAME IN.bin OUT.f32\n", argv[0]);
         return 1;
+    }
+    if (fast) {
+        k_init(); /* installs the fast dequantizers */
+        argv++;
     }
     int id = q_dtype_from_name(argv[1]);
     const q_dtype_traits *t = id < 0 ? NULL : q_dtype_get((uint32_t)id);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# test_dequant.sh — qtune's reference dequantizers against the gguf Python package.
+# test_dequant.sh — qtune's dequantizers (the scalar references and the fast ones)
+# against the gguf Python package.
 #
 # Run from the repository root after `make tools`. Creates build/venv (gguf + numpy)
 # on first use, then runs tests/py/check_dequant.py on build/tests/tool_dequant:
@@ -21,4 +22,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import gguf, numpy' 2
         exit 1
     fi
 fi
-"$venv/bin/python" tests/py/check_dequant.py "$tool"
+# the scalar references, then the dequantizers qtune runs here (SIMD)
+"$venv/bin/python" tests/py/check_dequant.py "$tool" &&
+    "$venv/bin/python" tests/py/check_dequant.py "$tool" --fast

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Compare qtune's reference dequantizers with the gguf Python package.
 
-usage: check_dequant.py TOOL [--seed N] [--blocks N]
+usage: check_dequant.py TOOL [--fast] [--seed N] [--blocks N]
 
-TOOL is build/tests/tool_dequant. For every type qtune can read that the gguf
+TOOL is build/tests/tool_dequant; with --fast it runs the dequantizers qtune
+uses on this machine (the SIMD ones where a type has one) instead of the scalar
+references. For every type qtune can read that the gguf
 package can too, random block bytes (fixed seed) are dequantized by both; the
 results must be bit-identical as uint32, except that a NaN only has to meet a
 NaN (payloads and signs of NaNs are not compared). Most blocks get finite f16
@@ -86,11 +88,12 @@ def make_blocks(name, rng, n_blocks, n_raw):
     return data
 
 
-def run_tool(tool, name, data, tmp):
+def run_tool(tool, name, data, tmp, fast):
     src = os.path.join(tmp, name + ".bin")
     dst = os.path.join(tmp, name + ".f32")
     data.tofile(src)
-    r = subprocess.run([tool, name, src, dst], capture_output=True, text=True)
+    r = subprocess.run([tool] + (["--fast"] if fast else []) + [name, src, dst],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError("tool exited %d: %s" % (r.returncode, r.stderr.strip()))
     return np.fromfile(dst, dtype="<f4")
@@ -119,6 +122,7 @@ def compare(name, ours, ref):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tool")
+    ap.add_argument("--fast", action="store_true", help="the fast dequantizers")
     ap.add_argument("--seed", type=int, default=20240611)
     ap.add_argument("--blocks", type=int, default=64, help="blocks with finite scales")
     ap.add_argument("--raw-blocks", type=int, default=16, help="blocks with raw scales")
@@ -134,13 +138,14 @@ def main():
             scale = 64 if name in ELEMENT_TYPES else 1  # blocks of one element: take more
             data = make_blocks(name, rng, args.blocks * scale, args.raw_blocks * scale)
             try:
-                ours = run_tool(args.tool, name, data, tmp)
+                ours = run_tool(args.tool, name, data, tmp, args.fast)
                 with np.errstate(all="ignore"):
                     ref = dequantize(data.reshape(-1), T[name])
                 ok, msg = compare(name, ours, ref)
             except Exception as e:  # report, then go on with the next type
                 ok, msg = False, "%s: %s" % (type(e).__name__, e)
-            print("%s dequant %s: %s" % ("ok  " if ok else "FAIL", name, msg))
+            what = "dequant (fast)" if args.fast else "dequant"
+            print("%s %s %s: %s" % ("ok  " if ok else "FAIL", what, name, msg))
             failures += not ok
     return 1 if failures else 0
 
