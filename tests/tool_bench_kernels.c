@@ -2,24 +2,25 @@
  * against the scalar reference on a generated tensor, one line per format.
  *
  * usage: tool_bench_kernels [--rows R] [--cols C] [--bw GBps] [--formats a,b,...]
- *                           [--dtype f32|f16|bf16]
+ *                           [--dtype f32|f16|bf16|q8_0|...]
  *
  * The tensor (f32, fixed seed) looks like a real weight matrix: per-row scales
  * varying ±30%, Student-t (5 degrees of freedom) values and a few outlier
  * input channels (×12). Columns: the scalar reference (quantize_ref or
- * q_grid_fakequant, then the q_dtype dequantizer and q_metrics_add, one
+ * q_grid_fakequant, then the scalar dequantizer and q_metrics_add, one
  * thread), the exact preview at 1 and 2 threads (best of 5), its read rate
  * (source bytes / time at 2 threads) and share of the measured bandwidth
  * (--bw, from tool_stream), the speedup of 2 threads over the reference, the
  * time to the first estimate (2 threads, best of 5), and the issue's targets:
  * exact ≤ 5 ms and ≥ 40% of the bandwidth at 2 threads for the round-to-nearest
  * formats, exact ≤ 60 ms at 2 threads for the k-quants and iq4_nl, first
- * estimate ≤ 10 ms for all. With --dtype f16 or bf16 the tensor is stored in
- * that type (the f32 values rounded to it, as a model file holds them): the
- * preview reads the 16-bit values and converts them; the reference runs on
- * the same values already in f32, so its time leaves the conversion out; GB/s
- * and %bw count the 16-bit bytes read, and the round-to-nearest target is the
- * 5 ms alone (40% of the bandwidth is what 5 ms means for the f32 tensor). */
+ * estimate ≤ 10 ms for all. With --dtype the tensor is stored in that type as
+ * a model file holds it (f16, bf16, or a block type such as q8_0 by its
+ * reference quantizer): the preview reads and converts the stored values; the
+ * reference runs on the same values already in f32, so its time leaves the
+ * conversion out; GB/s and %bw count the bytes read, and the round-to-nearest
+ * target is the 5 ms alone (40% of the bandwidth is what 5 ms means for the
+ * f32 tensor). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -73,23 +74,34 @@ static void gen(float *x, int64_t rows, int64_t cols)
     }
 }
 
-/* x rounded to f16 or bf16 (nearest, ties to even) into h, and x replaced by
- * the rounded values. */
-static void round16(float *x, uint16_t *h, int64_t n, bool bf16)
+/* The bytes of x stored as type dt (F16, BF16, or a block type qtune
+ * quantizes, by its reference quantizer) in a new buffer, and x replaced by
+ * the values they hold; NULL when dt is none of those or memory is short. */
+static uint8_t *store_as(float *x, int64_t rows, int64_t cols, uint32_t dt)
 {
-    for (int64_t i = 0; i < n; i++) {
-        if (bf16) {
+    const int64_t n = rows * cols;
+    uint8_t *h = malloc((size_t)q_dtype_bytes(dt, n));
+    if (!h)
+        return NULL;
+    if (dt == Q_DT_F16 || dt == Q_DT_BF16) {
+        uint16_t *v = (uint16_t *)(void *)h;
+        for (int64_t i = 0; i < n; i++) {
             uint32_t u;
             memcpy(&u, &x[i], sizeof u);
-            u += 0x7fffu + ((u >> 16) & 1u); /* finite values only */
-            h[i] = (uint16_t)(u >> 16);
-            u = (uint32_t)h[i] << 16;
-            memcpy(&x[i], &u, sizeof u);
-        } else {
-            h[i] = q_f32_to_f16(x[i]);
-            x[i] = q_f16_to_f32(h[i]);
+            u += 0x7fffu + ((u >> 16) & 1u); /* bf16 nearest (finite values only) */
+            v[i] = dt == Q_DT_F16 ? q_f32_to_f16(x[i]) : (uint16_t)(u >> 16);
         }
+    } else {
+        q_fmt_spec s;
+        const q_format *f = q_fmt_parse(q_dtype_name(dt), &s) ? q_format_get(s.id) : NULL;
+        if (!f || f->ggml_type != (int)dt || !f->quantize_ref) {
+            free(h);
+            return NULL;
+        }
+        f->quantize_ref(x, h, rows, cols, NULL);
     }
+    q_dtype_get(dt)->dequant_ref(h, x, n);
+    return h;
 }
 
 /* The scalar reference over the whole tensor, one thread; returns seconds. */
@@ -113,7 +125,7 @@ static double reference(const q_fmt_spec *s, const float *x, int64_t rows, int64
             const float *xr = x + r * cols;
             if (f->ggml_type >= 0) {
                 f->quantize_ref(xr, qb, 1, cols, NULL);
-                q_dtype_get((uint32_t)f->ggml_type)->dequant(qb, y, cols);
+                q_dtype_get((uint32_t)f->ggml_type)->dequant_ref(qb, y, cols);
             } else {
                 q_grid_fakequant(s, xr, y, 1, cols, NULL, &ctx);
             }
@@ -174,6 +186,7 @@ int main(int argc, char **argv)
     int64_t rows = 4096, cols = 4096;
     double bw = 0;
     int dt = Q_DT_F32;
+    const char *dtype = "f32";
     const char *list = "q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2,"
                        "iq4_nl,q6_k,q5_k,q4_k,q3_k,q2_k";
     for (int i = 1; i < argc; i++) {
@@ -186,13 +199,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--formats") && i + 1 < argc)
             list = argv[++i];
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc &&
-                 (dt = q_dtype_from_name(argv[i + 1])) >= 0 &&
-                 (dt == Q_DT_F32 || dt == Q_DT_F16 || dt == Q_DT_BF16))
-            i++;
+                 (dt = q_dtype_from_name(argv[i + 1])) >= 0)
+            dtype = argv[++i];
         else {
             fprintf(stderr,
                     "usage: %s [--rows R] [--cols C] [--bw GBps] [--formats a,b] "
-                    "[--dtype f32|f16|bf16]\n",
+                    "[--dtype f32|f16|bf16|q8_0|...]\n",
                     argv[0]);
             return 64;
         }
@@ -202,11 +214,11 @@ int main(int argc, char **argv)
     if (!x)
         return 70;
     gen(x, rows, cols);
-    uint16_t *h = dt == Q_DT_F32 ? NULL : malloc((size_t)(rows * cols) * sizeof *h);
-    if (dt != Q_DT_F32 && !h)
-        return 70;
-    if (h)
-        round16(x, h, rows * cols, dt == Q_DT_BF16);
+    uint8_t *h = NULL;
+    if (dt != Q_DT_F32 && !(h = store_as(x, rows, cols, (uint32_t)dt))) {
+        fprintf(stderr, "tool_bench_kernels: cannot store the tensor as %s\n", dtype);
+        return 64;
+    }
     q_tensor t;
     memset(&t, 0, sizeof t);
     t.name = t.gguf_name = (char *)"bench.weight";
@@ -218,9 +230,9 @@ int main(int argc, char **argv)
     t.cols = cols;
     t.dtype = (uint32_t)dt;
     t.params = rows * cols;
-    t.bytes = (uint64_t)(rows * cols) * (h ? 2 : 4);
-    t.data = h ? (const uint8_t *)h : (const uint8_t *)x;
-    t.readable = true;
+    t.bytes = q_dtype_bytes((uint32_t)dt, rows * cols);
+    t.data = h ? h : (const uint8_t *)x;
+    t.readable = q_dtype_readable((uint32_t)dt);
     double gb = (double)t.bytes / 1e9;
     const k_cpu *cpu = k_cpu_get();
     printf("tensor %lldx%lld %s (%.1f MB), read bandwidth %.2f GB/s (2 threads), %s kernels\n",

@@ -17,11 +17,13 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 bw=$($STREAM 1024 2 | sed -E 's/read_GBps=([0-9.]+).*/\1/')
 echo "read bandwidth (tool_stream, 1 GiB, 2 threads): $bw GB/s"
 $BENCH --bw "$bw" "$@"
-# Model files hold f16 or bf16 weights: the same tensor rounded to bf16, whose
-# rows the preview converts one at a time.
+# Model files hold f16 or bf16 weights, or q8_0 blocks: the same tensor
+# stored so, whose rows the preview converts one at a time.
 if [ $# -eq 0 ]; then
     echo "the same tensor stored as bf16 (--dtype bf16):"
     $BENCH --bw "$bw" --dtype bf16 --formats q8_0,q4_0,int4,nf4,fp8_e4m3,q4_k
+    echo "the same tensor stored as q8_0 (--dtype q8_0):"
+    $BENCH --bw "$bw" --dtype q8_0 --formats q4_0,int4,nf4,q4_k
 fi
 # On an AVX-512 machine, the 16-lane kernels against the AVX2 ones in the same
 # run (the k-quant searches have AVX2 forms only).
