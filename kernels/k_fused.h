@@ -68,17 +68,21 @@ int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_
 
 /* Per-thread scratch of k_acc_row: histogram counts not yet in the
  * accumulator. The AVX-512 path counts in bit-sliced counters: bit b of lane l
- * of plane j of half h stands for 2^j values of lane l in bin 32 h + b. The
- * other paths count bins two at a time in a table of 64 × 64 pairs. Zero-
- * initialise it; it belongs to one accumulator at a time, so call
+ * of plane j of half h stands for 2^j values of lane l in bin 32 h + b; the
+ * AVX2 path in bits4: bit b of lane l of plane j stands for 2^j values of
+ * lane l in bin b. Both count the rows' last values (fewer than a step) and
+ * the scalar path all of them two bins at a time in a table of 64 × 64 pairs.
+ * Zero-initialise it; it belongs to one accumulator at a time, so call
  * k_acc_flush before moving to another and at the end. */
 typedef struct k_acc_scratch {
     uint32_t bits[2][K_ACC_PLANES][16];
+    uint64_t bits4[K_ACC_PLANES][4];
     uint32_t n[Q_ERR_HIST_BINS * Q_ERR_HIST_BINS];
     int64_t fix[Q_ERR_HIST_BINS]; /* corrections to the bit counts (bins near an edge) */
     int64_t pending; /* values counted since the last flush, halved */
     double max_seen; /* the largest |e| recorded in an accumulator it served */
     bool bits_used;  /* bits holds counts */
+    bool bits4_used; /* bits4 holds counts */
     bool pairs_used; /* n holds counts */
 } k_acc_scratch;
 
