@@ -975,37 +975,33 @@ KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const
             _mm256_storeu_ps(y + i, _mm256_mul_ps(r, s));
         }
     } else {
+        /* the index is the count of midpoints below t (kf_grid_one), found by
+         * a binary search over the sorted midpoints with the same compares:
+         * bit 3 against mid 7, bit 2 against mid 3 or 11, bit 1 against one
+         * of mids 1, 5, 9, 13 and bit 0 one of the even ones, each from a
+         * table of eight looked up by the bits found so far (NaN compares
+         * false everywhere: index 0, as there) */
         const __m256 tlo = _mm256_loadu_ps(kf_nf4_levels);
         const __m256 thi = _mm256_loadu_ps(kf_nf4_levels + 8);
-        const __m256i seven = _mm256_set1_epi32(7);
-        /* index = midpoints below t: first against mids 3, 7, 11 (c = 0..3
-         * groups of four passed), then against the three inside group c */
-        float m16[16];
-        memcpy(m16, kf_nf4_mids, sizeof kf_nf4_mids);
-        m16[15] = INFINITY;
-        const __m256 mlo = _mm256_loadu_ps(m16), mhi = _mm256_loadu_ps(m16 + 8);
-        const __m256 m3 = _mm256_set1_ps(kf_nf4_mids[3]), m7 = _mm256_set1_ps(kf_nf4_mids[7]);
-        const __m256 m11 = _mm256_set1_ps(kf_nf4_mids[11]);
+        const float *m = kf_nf4_mids;
+        const __m256 odd = _mm256_setr_ps(m[1], m[5], m[9], m[13], 0, 0, 0, 0);
+        const __m256 even = _mm256_setr_ps(m[0], m[2], m[4], m[6], m[8], m[10], m[12], m[14]);
+        const __m256 m3 = _mm256_set1_ps(m[3]), m7 = _mm256_set1_ps(m[7]);
+        const __m256 m11 = _mm256_set1_ps(m[11]);
+        const __m256i one = _mm256_set1_epi32(1);
         for (; i + 8 <= n; i += 8) {
-            __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
-            __m256i g3 = _mm256_castps_si256(_mm256_cmp_ps(t, m3, _CMP_GT_OQ));
-            __m256i g7 = _mm256_castps_si256(_mm256_cmp_ps(t, m7, _CMP_GT_OQ));
-            __m256i g11 = _mm256_castps_si256(_mm256_cmp_ps(t, m11, _CMP_GT_OQ));
-            __m256i c = _mm256_sub_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), g3),
-                                         _mm256_add_epi32(g7, g11)); /* masks are -1 */
-            __m256i base = _mm256_slli_epi32(c, 2); /* 4c: mids 4c .. 4c + 2 to test */
-            __m256i idx = base;
-            const __m256 hisel = _mm256_castsi256_ps(_mm256_cmpgt_epi32(base, seven));
-            for (int k = 0; k < 3; k++) {
-                __m256i j = _mm256_add_epi32(base, _mm256_set1_epi32(k));
-                __m256 m = _mm256_blendv_ps(_mm256_permutevar8x32_ps(mlo, j),
-                                            _mm256_permutevar8x32_ps(mhi, j), hisel);
-                idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(t, m, _CMP_GT_OQ)));
-            }
-            __m256 vl = _mm256_permutevar8x32_ps(tlo, idx);
-            __m256 vh = _mm256_permutevar8x32_ps(thi, idx);
-            __m256 sel = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, seven));
-            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_blendv_ps(vl, vh, sel), s));
+            const __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
+            const __m256 hi = _mm256_cmp_ps(t, m7, _CMP_GT_OQ);
+            __m256i j = _mm256_and_si256(_mm256_castps_si256(hi), one); /* bits so far */
+            __m256 c = _mm256_cmp_ps(t, _mm256_blendv_ps(m3, m11, hi), _CMP_GT_OQ);
+            j = _mm256_sub_epi32(_mm256_add_epi32(j, j), _mm256_castps_si256(c));
+            c = _mm256_cmp_ps(t, _mm256_permutevar8x32_ps(odd, j), _CMP_GT_OQ);
+            j = _mm256_sub_epi32(_mm256_add_epi32(j, j), _mm256_castps_si256(c));
+            c = _mm256_cmp_ps(t, _mm256_permutevar8x32_ps(even, j), _CMP_GT_OQ);
+            j = _mm256_sub_epi32(_mm256_add_epi32(j, j), _mm256_castps_si256(c));
+            const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, j),
+                                              _mm256_permutevar8x32_ps(thi, j), hi);
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(v, s));
         }
     }
     for (; i < n; i++)
