@@ -958,20 +958,30 @@ KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const
             _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_sub_ps(q, z), s));
         }
     } else if (kf_is_fp8(g->id)) {
+        /* kf_grid16's rounding on the float's bits (the mantissa rounded at
+         * the last bit fp8 keeps, ties to even; below 2^emin by adding and
+         * taking away cq, those lanes only), then the saturation to fmax */
         const __m256 sgn = _mm256_set1_ps(-0.0f), fmx = _mm256_set1_ps(g->fmax);
-        const __m256i emin = _mm256_set1_epi32(g->emin), b127 = _mm256_set1_epi32(127);
-        const __m256i mb = _mm256_set1_epi32(g->mbits);
+        const __m128i mb = _mm_cvtsi32_si128(23 - g->mbits);
+        const __m256i rhalf = _mm256_set1_epi32((1 << (22 - g->mbits)) - 1);
+        const __m256i rmask = _mm256_set1_epi32(~((1 << (23 - g->mbits)) - 1));
+        const __m256 tiny = _mm256_castsi256_ps(_mm256_set1_epi32((127 + g->emin) << 23));
+        const __m256 cq =
+            _mm256_castsi256_ps(_mm256_set1_epi32((127 + g->emin - g->mbits + 23) << 23));
         for (; i + 8 <= n; i += 8) {
-            __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
-            __m256 a = _mm256_andnot_ps(sgn, v);
-            __m256i ex = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(a), 23), b127);
-            ex = _mm256_max_epi32(ex, emin);
-            __m256i k = _mm256_sub_epi32(mb, ex); /* -125 ≤ k ≤ 16 */
-            __m256 up = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, b127), 23));
-            __m256 dn = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(b127, k), 23));
-            __m256 r = _mm256_mul_ps(_mm256_round_ps(_mm256_mul_ps(a, up), KF_RN), dn);
-            r = _mm256_blendv_ps(r, fmx, _mm256_cmp_ps(a, fmx, _CMP_GE_OQ));
-            r = _mm256_or_ps(r, _mm256_and_ps(v, sgn));
+            const __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
+            const __m256i b = _mm256_castps_si256(v);
+            const __m256i lsb = _mm256_and_si256(_mm256_srl_epi32(b, mb), _mm256_set1_epi32(1));
+            __m256 f = _mm256_castsi256_ps(
+                _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(b, rhalf), lsb), rmask));
+            const __m256 a = _mm256_andnot_ps(sgn, v);
+            const __m256 sub = _mm256_cmp_ps(a, tiny, _CMP_LT_OQ);
+            if (__builtin_expect(_mm256_movemask_ps(sub) != 0, 0)) {
+                const __m256 q = _mm256_sub_ps(_mm256_add_ps(a, cq), cq);
+                f = _mm256_blendv_ps(f, _mm256_or_ps(q, _mm256_and_ps(v, sgn)), sub);
+            }
+            const __m256 r = _mm256_or_ps(_mm256_min_ps(_mm256_andnot_ps(sgn, f), fmx),
+                                          _mm256_and_ps(v, sgn));
             _mm256_storeu_ps(y + i, _mm256_mul_ps(r, s));
         }
     } else {
