@@ -1473,7 +1473,7 @@ kf_sums4_add(kf_sums4 *s, __m256d *mx, __m256d xd, __m256d yd, const float *iw,
  * the same (cache-resident) row. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 kf_acc_avx2_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
-                 const float *iw, const bool has_iw, const float *pf)
+                 const float *iw, const bool has_iw, const char *pf)
 {
     const __m256d z = _mm256_setzero_pd();
     kf_sums4 sa = {z, z, z, z, z}, sb = sa;
@@ -1482,7 +1482,7 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float
     int64_t c = 0;
     for (; c + 8 <= n; c += 8) {
         if ((c & 15) == 0)
-            _mm_prefetch((const char *)(pf + c), _MM_HINT_T1); /* one line per 16 values */
+            _mm_prefetch(pf + 4 * c, _MM_HINT_T1); /* one line per 16 values */
         __m256 xf = _mm256_loadu_ps(x + c), yf = _mm256_loadu_ps(y + c);
         kf_sums4_add(&sa, &mxa, _mm256_cvtps_pd(_mm256_castps256_ps128(xf)),
                      _mm256_cvtps_pd(_mm256_castps256_ps128(yf)), has_iw ? iw + c : NULL,
@@ -1520,7 +1520,7 @@ kf_acc_avx2_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float
 __attribute__((target("avx2,fma"))) static void kf_acc_avx2(q_metrics_acc *a, k_acc_scratch *p,
                                                              const float *x, const float *y,
                                                              int64_t n, const float *iw,
-                                                             const float *pf)
+                                                             const char *pf)
 {
     if (iw)
         kf_acc_avx2_body(a, p, x, y, n, iw, true, pf);
@@ -2318,14 +2318,14 @@ KF_AVX512 static double kf_absmax_512(const float *x, const float *y, int64_t n)
  * other row's maximum is found exactly, in double, and recorded. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_acc_512_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
-                const float *iw, const bool has_iw, const bool has_hist, const float *pf)
+                const float *iw, const bool has_iw, const bool has_hist, const char *pf)
 {
     const __m512d z = _mm512_setzero_pd();
     kf_sums8 sa = {z, z, z, z, z}, sb = sa;
     __m512d mxa = z;
     int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
-        _mm_prefetch((const char *)(pf + c), _MM_HINT_T1);
+        _mm_prefetch(pf + 4 * c, _MM_HINT_T1);
         kf_sums8_add(&sa, &mxa, _mm512_cvtps_pd(_mm256_loadu_ps(x + c)),
                      _mm512_cvtps_pd(_mm256_loadu_ps(y + c)), has_iw ? iw + c : NULL, has_iw,
                      !has_hist);
@@ -2363,7 +2363,7 @@ kf_acc_512_body(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float 
 }
 
 KF_AVX512 static void kf_acc_512(q_metrics_acc *a, k_acc_scratch *p, const float *x,
-                                 const float *y, int64_t n, const float *iw, const float *pf)
+                                 const float *y, int64_t n, const float *iw, const char *pf)
 {
     const bool hist = a->hist_range > 0.0;
     if (iw && hist)
@@ -2538,7 +2538,7 @@ int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_
 }
 
 void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
-               const float *iw, bool simd, bool y_finite, const float *next)
+               const float *iw, bool simd, bool y_finite, const void *next)
 {
 #if KF_X86
     const bool wide = simd && k_cpu_get()->avx512;
@@ -2549,7 +2549,8 @@ void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *
         (y_finite || !(wide ? kf_has_nan_512(y, n) : kf_has_nan_avx2(y, n)))) {
         if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
             k_acc_flush(a, p);
-        const float *pf = next ? next : x; /* no next row: harmless hits */
+        /* no next row: harmless hits */
+        const char *pf = next ? (const char *)next : (const char *)x;
         if (wide)
             kf_acc_512(a, p, x, y, n, iw, pf);
         else

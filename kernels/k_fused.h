@@ -93,10 +93,11 @@ typedef struct k_acc_scratch {
  * so the maxima are exact once every accumulator p served since it was
  * zeroed is merged (one result per zeroed p). y_finite: the
  * caller knows y holds no NaN (k_fq_row said so), which spares a pass over y.
- * next: the n values the caller reads next (the following row), prefetched
- * while this row is summed, or NULL. */
+ * next: the start of what the caller reads next (the following row of the
+ * source, in any type), whose first 4n bytes are prefetched while this row is
+ * summed, or NULL. */
 void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *y, int64_t n,
-               const float *iw, bool simd, bool y_finite, const float *next);
+               const float *iw, bool simd, bool y_finite, const void *next);
 /* Folds the counts p holds (bit planes with their corrections, pairs) into
  * a's histogram and empties p. */
 void k_acc_flush(q_metrics_acc *a, k_acc_scratch *p);
