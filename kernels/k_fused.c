@@ -835,6 +835,11 @@ typedef struct kf_grid {
     float qlo, qhi, half;
     int mbits, emin; /* fp8: mantissa bits, smallest normal exponent */
     float fmax;      /* fp8: largest finite value */
+    /* fp8, the SIMD rounding on the float's bits (kf_grid16): the shift from
+     * bit 0 to the lowest mantissa bit kept, half that bit's weight less one,
+     * the mask of the bits kept, and the bits of 2^emin and of cq (whose
+     * float spacing is fp8's quantum below 2^emin) */
+    int32_t rshift, rhalf, rmask, tiny, cq;
     const float (*cell)[32]; /* nf4: k_fq.nf4_cell (AVX-512) */
 } kf_grid;
 
@@ -962,12 +967,10 @@ KF_AVX2 static void kf_grid_apply_avx2(const kf_grid *g, const kf_gpar *p, const
          * the last bit fp8 keeps, ties to even; below 2^emin by adding and
          * taking away cq, those lanes only), then the saturation to fmax */
         const __m256 sgn = _mm256_set1_ps(-0.0f), fmx = _mm256_set1_ps(g->fmax);
-        const __m128i mb = _mm_cvtsi32_si128(23 - g->mbits);
-        const __m256i rhalf = _mm256_set1_epi32((1 << (22 - g->mbits)) - 1);
-        const __m256i rmask = _mm256_set1_epi32(~((1 << (23 - g->mbits)) - 1));
-        const __m256 tiny = _mm256_castsi256_ps(_mm256_set1_epi32((127 + g->emin) << 23));
-        const __m256 cq =
-            _mm256_castsi256_ps(_mm256_set1_epi32((127 + g->emin - g->mbits + 23) << 23));
+        const __m128i mb = _mm_cvtsi32_si128(g->rshift);
+        const __m256i rhalf = _mm256_set1_epi32(g->rhalf), rmask = _mm256_set1_epi32(g->rmask);
+        const __m256 tiny = _mm256_castsi256_ps(_mm256_set1_epi32(g->tiny));
+        const __m256 cq = _mm256_castsi256_ps(_mm256_set1_epi32(g->cq));
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
             const __m256i b = _mm256_castps_si256(v);
@@ -1037,6 +1040,13 @@ static void kf_grid_setup(const q_fmt_spec *spec, kf_grid *g)
         g->mbits = 2;
         g->emin = -14;
         g->fmax = 57344.0f;
+    }
+    if (kf_is_fp8(spec->id)) { /* tiny and cq are powers of two, from their exponents */
+        g->rshift = 23 - g->mbits;
+        g->rhalf = (1 << (22 - g->mbits)) - 1;
+        g->rmask = ~((1 << (23 - g->mbits)) - 1);
+        g->tiny = (127 + g->emin) << 23;
+        g->cq = (127 + g->emin - g->mbits + 23) << 23;
     }
 }
 
@@ -1122,6 +1132,27 @@ static inline int32_t kf_bin_exact(float x, float y, double range)
     double e = (double)y - (double)x;
     double t = (e + range) / (2.0 * range) * Q_ERR_HIST_BINS;
     return !(t >= 0.0) ? 0 : t >= Q_ERR_HIST_BINS ? Q_ERR_HIST_BINS - 1 : (int32_t)t;
+}
+
+/* The lanes of nm that the bit-sliced counters counted in bin b[l] (none
+ * for 64 or more) move to their exact bins, by corrections in p->fix. */
+static void kf_fix_lanes(k_acc_scratch *p, const int32_t *b, unsigned nm, const float *x,
+                         const float *y, double range)
+{
+    for (; nm; nm &= nm - 1) {
+        const int l = __builtin_ctz(nm);
+        if ((uint32_t)b[l] < Q_ERR_HIST_BINS) /* else the adders counted it nowhere */
+            p->fix[b[l]]--;
+        p->fix[kf_bin_exact(x[l], y[l], range)]++;
+    }
+}
+
+/* Adds p->fix to hist and clears it (the bit-sliced counters' harvests). */
+static void kf_fix_harvest(k_acc_scratch *p, int64_t *hist)
+{
+    for (int b = 0; b < Q_ERR_HIST_BINS; b++)
+        hist[b] += p->fix[b];
+    memset(p->fix, 0, sizeof p->fix);
 }
 
 /* Bins again by the exact formula the lanes of b set in nm (errors y - x). */
@@ -1326,12 +1357,7 @@ __attribute__((target("avx2,fma"))) static void kf_cs4_fix(kf_cs4 *s, const kf_h
                                                             _mm256_loadu_ps(y + c), &unused,
                                                             &nm, true),
                                               16));
-        for (; nm; nm &= nm - 1) {
-            const int l = __builtin_ctz((unsigned)nm);
-            if ((uint32_t)b[l] < Q_ERR_HIST_BINS) /* else the adders counted it nowhere */
-                p->fix[b[l]]--;
-            p->fix[kf_bin_exact(x[c + l], y[c + l], h->range)]++;
-        }
+        kf_fix_lanes(p, b, (unsigned)nm, x + c, y + c, h->range);
     }
 }
 
@@ -1348,13 +1374,8 @@ __attribute__((target("avx2,fma"))) static void kf_hist_bits4(const kf_hc4 *h, k
         __m256i v;
         s.c0 = c;
         kf_cs4_add5(&s, h, x, y, c, &v);
-        int j = 6;
-        for (; j < 13; j++) { /* half adders into planes 6 .. 12 */
-            const __m256i pl = _mm256_loadu_si256((const __m256i *)(const void *)p->bits4[j]);
-            _mm256_storeu_si256((__m256i *)(void *)p->bits4[j], _mm256_xor_si256(pl, v));
-            v = _mm256_and_si256(pl, v);
-        }
-        for (; !_mm256_testz_si256(v, v) && j < K_ACC_PLANES; j++) {
+        /* half adders into planes 6 .. 12 always, further while a carry is left */
+        for (int j = 6; j < K_ACC_PLANES && (j < 13 || !_mm256_testz_si256(v, v)); j++) {
             const __m256i pl = _mm256_loadu_si256((const __m256i *)(const void *)p->bits4[j]);
             _mm256_storeu_si256((__m256i *)(void *)p->bits4[j], _mm256_xor_si256(pl, v));
             v = _mm256_and_si256(pl, v);
@@ -1374,10 +1395,8 @@ static void kf_bits4_harvest(k_acc_scratch *p, int64_t *hist)
         for (int l = 0; l < 4; l++)
             for (uint64_t w = p->bits4[j][l]; w; w &= w - 1)
                 hist[__builtin_ctzll(w)] += INT64_C(1) << j;
-    for (int b = 0; b < Q_ERR_HIST_BINS; b++)
-        hist[b] += p->fix[b];
+    kf_fix_harvest(p, hist);
     memset(p->bits4, 0, sizeof p->bits4);
-    memset(p->fix, 0, sizeof p->fix);
     p->bits4_used = false;
 }
 
@@ -1857,13 +1876,11 @@ kf_grid_apply_body(const q_format_id id, const kf_grid *g, const kf_gpar *p, int
     k.m0 = k.m1 = k.l0 = k.l1 = k.h0 = k.h1 = k.tiny = k.cq = _mm512_setzero_ps();
     k.mb = k.rhalf = k.rmask = _mm512_setzero_si512();
     if (kf_is_fp8(id)) {
-        /* mb: the shift from bit 0 to the lowest mantissa bit kept; tiny and
-         * cq are powers of two, built from their exponents */
-        k.mb = _mm512_set1_epi32(23 - g->mbits);
-        k.rhalf = _mm512_set1_epi32((1 << (22 - g->mbits)) - 1);
-        k.rmask = _mm512_set1_epi32(~((1 << (23 - g->mbits)) - 1));
-        k.tiny = _mm512_castsi512_ps(_mm512_set1_epi32((127 + g->emin) << 23));
-        k.cq = _mm512_castsi512_ps(_mm512_set1_epi32((127 + g->emin - g->mbits + 23) << 23));
+        k.mb = _mm512_set1_epi32(g->rshift);
+        k.rhalf = _mm512_set1_epi32(g->rhalf);
+        k.rmask = _mm512_set1_epi32(g->rmask);
+        k.tiny = _mm512_castsi512_ps(_mm512_set1_epi32(g->tiny));
+        k.cq = _mm512_castsi512_ps(_mm512_set1_epi32(g->cq));
     }
     if (id == Q_FMT_NF4) {
         k.m0 = _mm512_loadu_ps(g->cell[0]);
@@ -2158,13 +2175,7 @@ KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, cons
         int32_t b[16];
         _mm512_storeu_si512((void *)b, kf_bins16_fast(h, _mm512_loadu_ps(x + c),
                                                       _mm512_loadu_ps(y + c), &unused, &nm, true));
-        for (; nm; nm &= (__mmask16)(nm - 1)) {
-            int l = __builtin_ctz(nm);
-            int32_t e = kf_bin_exact(x[c + l], y[c + l], h->range);
-            if ((uint32_t)b[l] < Q_ERR_HIST_BINS) /* else the adders counted it nowhere */
-                p->fix[b[l]]--;
-            p->fix[e]++;
-        }
+        kf_fix_lanes(p, b, nm, x + c, y + c, h->range);
     }
 }
 
@@ -2261,10 +2272,8 @@ KF_AVX512 static void kf_bits_harvest(k_acc_scratch *p, int64_t *hist)
             }
         }
     }
-    for (int b = 0; b < Q_ERR_HIST_BINS; b++)
-        hist[b] += p->fix[b];
+    kf_fix_harvest(p, hist);
     memset(p->bits, 0, sizeof p->bits);
-    memset(p->fix, 0, sizeof p->fix);
     p->bits_used = false;
 }
 

@@ -659,7 +659,7 @@ static void test_dequant_fast(void **state)
                             : types[t] == Q_DT_Q3_K ? offsetof(block_q3_K, d)
                             : types[t] == Q_DT_Q6_K ? offsetof(block_q6_K, d)
                                                     : 0;
-        const bool b32 = t >= 5; /* iq4_NL and after: blocks of 32 values */
+        const bool b32 = q_dtype_get(types[t])->blck == 32; /* else 256 */
         const size_t unit = b32 ? bs / 8 : bs; /* one block */
         const bool two = types[t] == Q_DT_Q2_K || types[t] == Q_DT_Q4_K ||
                          types[t] == Q_DT_Q5_K || types[t] == Q_DT_Q4_1 ||
