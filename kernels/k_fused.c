@@ -2563,8 +2563,13 @@ void k_acc_row(q_metrics_acc *a, k_acc_scratch *p, const float *x, const float *
         (y_finite || !(wide ? kf_has_nan_512(y, n) : kf_has_nan_avx2(y, n)))) {
         if (p->pending > (INT64_C(1) << 31)) /* keep the pair counters far from 2^32 */
             k_acc_flush(a, p);
-        /* no next row: harmless hits */
+        /* no next row: harmless hits. The loops fetch a line per 16 values
+         * from the row's start; a row that does not start on a line ends in
+         * one more, fetched here (else each row's last line came from DRAM
+         * when the quantizer reached it: rows 16 bytes off a line, q4_0,
+         * 2 threads, 4.90 -> 4.75 ms, against 4.55 for rows on lines) */
         const char *pf = next ? (const char *)next : (const char *)x;
+        _mm_prefetch(pf + 4 * n - 1, _MM_HINT_T1);
         if (wide)
             kf_acc_512(a, p, x, y, n, iw, pf);
         else

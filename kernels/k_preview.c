@@ -78,13 +78,21 @@ static void kp_tls_free(kp_tls *s)
     memset(s, 0, sizeof *s);
 }
 
+/* n floats on a 64-byte boundary: the kernels' 512-bit loads and stores of
+ * rows in these buffers then never straddle two cache lines (malloc gave 16
+ * bytes past a line for the converted rows: a bf16 preview lost 4-8%). */
+static float *kp_floats(size_t n)
+{
+    return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+}
+
 static bool kp_tls_alloc(const kp_job *j, kp_tls *s)
 {
     memset(s, 0, sizeof *s);
     size_t c = (size_t)j->cols;
-    s->xbuf = j->direct ? NULL : malloc((size_t)j->block_rows * c * sizeof(float));
-    s->sbuf = malloc(c * sizeof(float));
-    s->ybuf = malloc(c * sizeof(float));
+    s->xbuf = j->direct ? NULL : kp_floats((size_t)j->block_rows * c);
+    s->sbuf = kp_floats(c);
+    s->ybuf = kp_floats(c);
     s->qbuf = malloc(j->fq.row_bytes > 0 ? j->fq.row_bytes : 1);
     s->scratch = calloc(1, sizeof *s->scratch);
     if ((!j->direct && !s->xbuf) || !s->sbuf || !s->ybuf || !s->qbuf || !s->scratch) {

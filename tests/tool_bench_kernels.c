@@ -2,7 +2,7 @@
  * against the scalar reference on a generated tensor, one line per format.
  *
  * usage: tool_bench_kernels [--rows R] [--cols C] [--bw GBps] [--formats a,b,...]
- *                           [--dtype f32|f16|bf16|q8_0|...]
+ *                           [--dtype f32|f16|bf16|q8_0|...] [--offset B]
  *
  * The tensor (f32, fixed seed) looks like a real weight matrix: per-row scales
  * varying ±30%, Student-t (5 degrees of freedom) values and a few outlier
@@ -20,7 +20,10 @@
  * reference runs on the same values already in f32, so its time leaves the
  * conversion out; GB/s and %bw count the bytes read, and the round-to-nearest
  * target is the 5 ms alone (40% of the bandwidth is what 5 ms means for the
- * f32 tensor). */
+ * f32 tensor). The tensor's bytes start on a 64-byte boundary, as a
+ * cache-line-aligned array does, or --offset B bytes (0..63) past one, as a
+ * model file may place them (GGUF aligns tensor data to 32 bytes by default;
+ * safetensors to 8 at most). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -185,7 +188,7 @@ int main(int argc, char **argv)
 {
     int64_t rows = 4096, cols = 4096;
     double bw = 0;
-    int dt = Q_DT_F32;
+    int dt = Q_DT_F32, offset = 0;
     const char *dtype = "f32";
     const char *list = "q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2,"
                        "iq4_nl,q6_k,q5_k,q4_k,q3_k,q2_k";
@@ -201,13 +204,19 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc &&
                  (dt = q_dtype_from_name(argv[i + 1])) >= 0)
             dtype = argv[++i];
+        else if (!strcmp(argv[i], "--offset") && i + 1 < argc)
+            offset = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: %s [--rows R] [--cols C] [--bw GBps] [--formats a,b] "
-                    "[--dtype f32|f16|bf16|q8_0|...]\n",
+                    "[--dtype f32|f16|bf16|q8_0|...] [--offset B]\n",
                     argv[0]);
             return 64;
         }
+    }
+    if (offset < 0 || offset > 63) {
+        fprintf(stderr, "tool_bench_kernels: --offset takes 0 to 63 bytes\n");
+        return 64;
     }
     k_init();
     float *x = malloc((size_t)(rows * cols) * sizeof *x);
@@ -219,6 +228,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "tool_bench_kernels: cannot store the tensor as %s\n", dtype);
         return 64;
     }
+    /* the preview's copy of the bytes, offset bytes past a 64-byte boundary */
+    const size_t nbytes = (size_t)q_dtype_bytes((uint32_t)dt, rows * cols);
+    uint8_t *base = aligned_alloc(64, (nbytes + 64 + 63) / 64 * 64);
+    if (!base)
+        return 70;
+    memcpy(base + offset, h ? (const void *)h : (const void *)x, nbytes);
     q_tensor t;
     memset(&t, 0, sizeof t);
     t.name = t.gguf_name = (char *)"bench.weight";
@@ -230,13 +245,14 @@ int main(int argc, char **argv)
     t.cols = cols;
     t.dtype = (uint32_t)dt;
     t.params = rows * cols;
-    t.bytes = q_dtype_bytes((uint32_t)dt, rows * cols);
-    t.data = h ? h : (const uint8_t *)x;
+    t.bytes = nbytes;
+    t.data = base + offset;
     t.readable = q_dtype_readable((uint32_t)dt);
     double gb = (double)t.bytes / 1e9;
     const k_cpu *cpu = k_cpu_get();
-    printf("tensor %lldx%lld %s (%.1f MB), read bandwidth %.2f GB/s (2 threads), %s kernels\n",
-           (long long)rows, (long long)cols, q_dtype_name((uint32_t)dt), gb * 1e3, bw,
+    printf("tensor %lldx%lld %s (%.1f MB, %d bytes past a line), read bandwidth %.2f GB/s "
+           "(2 threads), %s kernels\n",
+           (long long)rows, (long long)cols, q_dtype_name((uint32_t)dt), gb * 1e3, offset, bw,
            cpu->avx512 ? "AVX-512" : cpu->avx2 && cpu->fma && cpu->f16c ? "AVX2" : "scalar");
     printf("%-9s %9s %8s %8s %7s %6s %7s %8s  %-22s %s\n", "format", "ref_ms", "1T_ms", "2T_ms",
            "GB/s", "%bw", "speedup", "est_ms", "exact target", "est<=10ms");
@@ -275,6 +291,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     free(dup);
+    free(base);
     free(h);
     free(x);
     return 0;

@@ -7,8 +7,12 @@
  * the largest error, as the preview's probe sets it). The histogram's share is
  * the difference of the last two.
  *
- * usage: tool_bench_parts [formats] [--cols C] [--rows R] [--reps N]
+ * usage: tool_bench_parts [formats] [--cols C] [--rows R] [--reps N] [--offset B]
  *   formats: comma-separated, default q8_0,q4_0,int4,nf4,fp8_e4m3
+ *   --offset: every row of x starts B bytes (0, 4, .., 60) past a 64-byte
+ *     boundary (default 0; cols a multiple of 16 keeps it per row), as a
+ *     model file may place an f32 tensor; y is on lines, as the preview's
+ *     buffers are
  * One line per format:
  *   fmt=q8_0 fq_ns=0.120 sums_ns=0.196 sums_hist_ns=0.365 total_ns=0.485
  * (best of N rounds, default 7; pin it with taskset for stable figures). */
@@ -43,6 +47,12 @@ static void fill(float *x, int64_t n)
         double v = ((double)(s >> 11) + 0.5) / 9007199254740992.0;
         x[i] = (float)(0.02 * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
     }
+}
+
+/* n floats from a 64-byte boundary (aligned_alloc wants a multiple of 64). */
+static float *floats64(size_t n)
+{
+    return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
 }
 
 enum { PART_FQ, PART_SUMS, PART_HIST, PART_ALL, NPARTS };
@@ -86,7 +96,7 @@ int main(int argc, char **argv)
 {
     const char *fmts = "q8_0,q4_0,int4,nf4,fp8_e4m3";
     int64_t cols = 4096, rows = 8;
-    int reps = 7;
+    int reps = 7, offset = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cols") && i + 1 < argc)
             cols = atoll(argv[++i]);
@@ -94,23 +104,29 @@ int main(int argc, char **argv)
             rows = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--offset") && i + 1 < argc)
+            offset = atoi(argv[++i]);
         else if (argv[i][0] != '-')
             fmts = argv[i];
         else {
-            fprintf(stderr, "usage: %s [formats] [--cols C] [--rows R] [--reps N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [formats] [--cols C] [--rows R] [--reps N] [--offset B]\n",
+                    argv[0]);
             return 2;
         }
     }
-    if (cols <= 0 || rows <= 0 || reps <= 0) {
-        fprintf(stderr, "%s: --cols, --rows and --reps must be positive\n", argv[0]);
+    if (cols <= 0 || rows <= 0 || reps <= 0 || offset < 0 || offset >= 64 || offset % 4) {
+        fprintf(stderr, "%s: --cols, --rows and --reps must be positive, --offset one of 0, 4, "
+                "..., 60\n", argv[0]);
         return 2;
     }
     k_init();
-    float *x = malloc((size_t)(rows * cols) * sizeof *x);
-    float *yq = malloc((size_t)(rows * cols) * sizeof *yq);
-    float *y = malloc((size_t)cols * sizeof *y);
+    const size_t o = (size_t)offset / sizeof(float);
+    float *xa = floats64((size_t)(rows * cols + 16));
+    float *yqa = floats64((size_t)(rows * cols + 16));
+    float *ya = floats64((size_t)(cols + 16));
     k_acc_scratch *p = calloc(1, sizeof *p);
-    if (!x || !yq || !y || !p) {
+    float *x = xa + o, *yq = yqa, *y = ya; /* y on lines, as the preview's buffers */
+    if (!xa || !yqa || !ya || !p) {
         fprintf(stderr, "%s: out of memory\n", argv[0]);
         return 1;
     }
@@ -147,9 +163,9 @@ int main(int argc, char **argv)
                t[PART_SUMS], t[PART_HIST], t[PART_ALL]);
         free(qb);
     }
-    free(x);
-    free(yq);
-    free(y);
+    free(xa);
+    free(yqa);
+    free(ya);
     free(p);
     return status;
 }

@@ -4,7 +4,8 @@
 # preview at 1 and 2 threads, GB/s, % of the read bandwidth tool_stream measures
 # in this same run, speedup, time to the first estimate, and the targets.
 # Standalone: run from the repository root after `make qtune tools`.
-# Options are passed to tool_bench_kernels (--rows, --cols, --formats, --dtype).
+# Options are passed to tool_bench_kernels (--rows, --cols, --formats, --dtype,
+# --offset).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STREAM=build/tests/tool_stream
@@ -24,6 +25,10 @@ if [ $# -eq 0 ]; then
     $BENCH --bw "$bw" --dtype bf16 --formats q8_0,q4_0,int4,nf4,fp8_e4m3,q4_k
     echo "the same tensor stored as q8_0 (--dtype q8_0):"
     $BENCH --bw "$bw" --dtype q8_0 --formats q4_0,int4,nf4,q4_k
+    # f32 rows that do not start on a cache line (a model file's tensor
+    # 16 bytes past one): the quantizers' 512-bit loads straddle two lines
+    echo "the f32 tensor 16 bytes past a line (--offset 16):"
+    $BENCH --bw "$bw" --offset 16 --formats q8_0,q4_0,int4,nf4 | tail -n +3
 fi
 # On an AVX-512 machine, the 16-lane kernels against the AVX2 ones in the same
 # run (the k-quant searches have AVX2 forms only).
