@@ -73,7 +73,9 @@ int k_fq_row_check(const k_fq *k, const float *x, float *y, const float *search_
  * lane l in bin b. Both count the rows' last values (fewer than a step) and
  * the scalar path all of them two bins at a time in a table of 64 × 64 pairs.
  * Zero-initialise it; it belongs to one accumulator at a time, so call
- * k_acc_flush before moving to another and at the end. */
+ * k_acc_flush before moving to another and at the end, or, where the
+ * accumulators are only merged (the histogram is a sum), once at the end into
+ * any one of them. */
 typedef struct k_acc_scratch {
     uint32_t bits[2][K_ACC_PLANES][16];
     uint64_t bits4[K_ACC_PLANES][4];
