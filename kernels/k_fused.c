@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "k_cpu.h"
+#include "k_float.h"
 #include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_grid.h"
@@ -131,7 +132,7 @@ static bool kf_grid_fast(const q_fmt_spec *s)
 
 bool k_fq_has_fused(const q_fmt_spec *spec)
 {
-    return kf_kind_of(spec->id) != KF_NONE || kf_grid_fast(spec);
+    return kf_kind_of(spec->id) != KF_NONE || kf_grid_fast(spec) || k_float_is(spec->id);
 }
 
 static void kf_nf4_cells(float cell[3][32]);
@@ -2523,6 +2524,8 @@ static int kf_fq_row(const k_fq *k, const float *x, float *y, const float *searc
     const q_fmt_spec *s = &k->spec;
 #if KF_X86
     if (k->simd) {
+        if (k_float_is(s->id)) /* f32, f16, bf16: no search */
+            return k_float_fq_row(s->id, x, y, k->cols, k->wide, check);
         kf_kind kk = kf_kind_of(s->id);
         if (kk != KF_NONE && (!search_w || kk == KF_Q8_0))
             return kf_row_q_avx2(kk, x, y, k->cols, k->wide, check);

@@ -1,6 +1,7 @@
 /* k_init.c — start-up installation of the fast kernels (k_preview.h). */
 #include "k_cpu.h"
 #include "k_dequant.h"
+#include "k_float.h"
 #include "k_fused.h"
 #include "k_kquants.h"
 #include "k_preview.h"
@@ -15,6 +16,8 @@ void k_init(void)
     q_format_set_fast(Q_FMT_Q4_1, k_quantize_q4_1);
     q_format_set_fast(Q_FMT_Q5_0, k_quantize_q5_0);
     q_format_set_fast(Q_FMT_Q5_1, k_quantize_q5_1);
+    q_format_set_fast(Q_FMT_F16, k_quantize_f16);
+    q_format_set_fast(Q_FMT_BF16, k_quantize_bf16);
     k_kquants_register();
     k_dequant_register();
 }

@@ -26,6 +26,7 @@
 
 #include "k_cpu.h"
 #include "k_dequant.h"
+#include "k_float.h"
 #include "k_fused.h"
 #include "k_preview.h"
 #include "q_blocks.h"
@@ -739,6 +740,107 @@ static void test_f16c_rounding(void **state)
 #endif
 }
 
+/* The float bits of test_float_targets' value i: first the edges, with
+ * either sign (f16's largest finite value, its overflow tie 65520 and one ulp
+ * either side, f16 and bf16 rounding ties with an odd and an even kept bit,
+ * bf16's overflow to infinity, zeros, infinities, NaNs, subnormals), then
+ * every 4099th bit pattern (NaNs with all kinds of payloads among them). */
+static uint32_t float_probe(int64_t i)
+{
+    static const uint32_t edges[] = {
+        0x477fe000u, 0x477ff000u, 0x477fefffu, 0x477ff001u, /* 65504, 65520, ±1 ulp */
+        0x3f801000u, 0x3f803000u, 0x3f801001u, 0x3f802fffu, /* f16 ties: even, odd */
+        0x3f808000u, 0x3f818000u, 0x3f808001u, 0x3f817fffu, /* bf16 ties */
+        0x7f7f8000u, 0x7f7f7fffu, 0x7f7fffffu,             /* bf16: to inf, not, inf */
+        0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, /* ±0, ±inf */
+        0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fbfffffu, /* quiet and signalling NaNs */
+        0x7fff8000u, 0x7fffffffu, 0x00000001u, 0x807fffffu, /* NaN next to a carry, subnormals */
+        0x33000000u, 0x33000001u, 0x387fe000u, 0x38800000u, /* f16: 2^-25, 2^-14 */
+    };
+    const int64_t ne = (int64_t)(sizeof edges / sizeof *edges);
+    if (i < 2 * ne) /* first, so that the rows of the fused test hold them */
+        return edges[i % ne] ^ (uint32_t)(i / ne) << 31;
+    return (uint32_t)((i - 2 * ne) * 4099);
+}
+
+/* f32, f16 and bf16 as targets: the fused fake quantization (k_fq_row, rows
+ * of 4096 and a ragged 4099) and the apply writers (k_quantize_f16/bf16)
+ * against the references, bit for bit, on bit patterns across the whole float
+ * line, and again with the NaNs and infinities made finite (the exponent's top
+ * bit cleared: f16 overflows in finite rows); k_fq_row_check's verdict on
+ * each row. */
+static void test_float_targets(void **state)
+{
+    (void)state;
+    const int64_t n = 1048576 + 62;
+    float *x = malloc((size_t)n * sizeof *x), *ya = malloc((size_t)n * sizeof *ya);
+    float *yb = malloc((size_t)n * sizeof *yb);
+    uint16_t *ha = malloc((size_t)n * sizeof *ha), *hb = malloc((size_t)n * sizeof *hb);
+    uint8_t *qb = malloc(4099 * sizeof(float)); /* the scalar path's quantized row */
+    assert_true(x && ya && yb && ha && hb && qb);
+    static const q_format_id ids[] = {Q_FMT_F32, Q_FMT_F16, Q_FMT_BF16};
+    for (int k = 0; k < 6; k++) { /* the three formats, then again on finite values */
+        const int f = k % 3;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u = float_probe(i);
+            if (k >= 3 && (u & 0x7f800000u) == 0x7f800000u)
+                u &= ~0x40000000u;
+            memcpy(&x[i], &u, sizeof u);
+        }
+        for (int w = 0; w < 2; w++) { /* rows of 4096, then ragged ones of 4099 */
+            const int64_t cols = w ? 4099 : 4096;
+            q_fmt_spec spec = {ids[f], 0, 0};
+            k_fq fs, fv;
+            q_err err;
+            assert_int_equal(k_fq_init(&fs, &spec, cols, true, &err), Q_OK);
+            assert_int_equal(k_fq_init(&fv, &spec, cols, false, &err), Q_OK);
+            memset(ya, 0x5a, (size_t)n * sizeof *ya); /* no values left from before */
+            memset(yb, 0xa5, (size_t)n * sizeof *yb);
+            for (int64_t r = 0; r + cols <= n; r += cols) {
+                (void)k_fq_row(&fs, x + r, ya + r, NULL, qb); /* scalar: the reference */
+                int chk = k_fq_row_check(&fv, x + r, yb + r, NULL, qb);
+                bool xfin = true, fin = true;
+                for (int64_t c = 0; c < cols; c++) {
+                    xfin &= isfinite(x[r + c]) != 0;
+                    fin &= isfinite(ya[r + c]) != 0;
+                }
+                fin &= fv.simd; /* the scalar path does not tell */
+                assert_int_equal(chk, !xfin ? K_FQ_NONFINITE : fin ? K_FQ_FINITE : 0);
+                if (xfin) /* else k_fq_row_check's y holds nothing of use */
+                    assert_memory_equal(ya + r, yb + r, (size_t)cols * sizeof *ya);
+                assert_int_equal(k_fq_row(&fv, x + r, yb + r, NULL, qb), fin);
+                if (memcmp(ya + r, yb + r, (size_t)cols * sizeof *ya) != 0)
+                    print_error("format %d row at %lld\n", (int)ids[f], (long long)r);
+                assert_memory_equal(ya + r, yb + r, (size_t)cols * sizeof *ya);
+            }
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = float_probe(i);
+        memcpy(&x[i], &u, sizeof u);
+    }
+    static const q_quant_fn fast[] = {k_quantize_f16, k_quantize_bf16};
+    for (int f = 0; f < 2; f++) {
+        const q_format *fmt = q_format_get(f ? Q_FMT_BF16 : Q_FMT_F16);
+        const int64_t rows[] = {1, 7}, cols[] = {n, n / 7};
+        for (int s = 0; s < 2; s++) {
+            memset(ha, 0x55, (size_t)n * sizeof *ha);
+            memset(hb, 0xaa, (size_t)n * sizeof *hb);
+            size_t a = fast[f](x, ha, rows[s], cols[s], NULL);
+            size_t b = fmt->quantize_ref(x, hb, rows[s], cols[s], NULL);
+            assert_int_equal(a, b);
+            assert_int_equal(a, (size_t)(rows[s] * cols[s]) * sizeof *ha);
+            assert_memory_equal(ha, hb, a);
+        }
+    }
+    free(x);
+    free(ya);
+    free(yb);
+    free(ha);
+    free(hb);
+    free(qb);
+}
+
 /* Apply variants: byte-identical blocks, with edge blocks mixed in. */
 static void test_apply_variants(void **state)
 {
@@ -976,7 +1078,7 @@ int main(void)
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
         cmocka_unit_test(test_acc_rows),       cmocka_unit_test(test_fq_check),
         cmocka_unit_test(test_fq_rows),       cmocka_unit_test(test_dequant_fast),
-        cmocka_unit_test(test_f16c_rounding),
+        cmocka_unit_test(test_f16c_rounding), cmocka_unit_test(test_float_targets),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
         cmocka_unit_test(test_estimate_band),   cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_init),

@@ -13,7 +13,8 @@
  * (--bw, from tool_stream), the speedup of 2 threads over the reference, the
  * time to the first estimate (2 threads, best of 5), and the issue's targets:
  * exact ≤ 5 ms and ≥ 40% of the bandwidth at 2 threads for the round-to-nearest
- * formats, exact ≤ 60 ms at 2 threads for the k-quants and iq4_nl, first
+ * formats (f16 and bf16 held to the same), exact ≤ 60 ms at 2 threads for the
+ * k-quants and iq4_nl, first
  * estimate ≤ 10 ms for all. With --dtype the tensor is stored in that type as
  * a model file holds it (f16, bf16, or a block type such as q8_0 by its
  * reference quantizer): the preview reads and converts the stored values; the
@@ -190,8 +191,8 @@ int main(int argc, char **argv)
     double bw = 0;
     int dt = Q_DT_F32, offset = 0;
     const char *dtype = "f32";
-    const char *list = "q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2,"
-                       "iq4_nl,q6_k,q5_k,q4_k,q3_k,q2_k";
+    const char *list = "f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,"
+                       "fp8_e5m2,iq4_nl,q6_k,q5_k,q4_k,q3_k,q2_k";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rows") && i + 1 < argc)
             rows = atoll(argv[++i]);
@@ -270,10 +271,11 @@ int main(int argc, char **argv)
         double first;
         preview(&t, &s, 2, true, &first, NULL);
         double rate = gb / t2, pct = bw > 0 ? 100.0 * rate / bw : 0;
-        bool rtn = s.id == Q_FMT_Q8_0 || s.id == Q_FMT_Q4_0 || s.id == Q_FMT_Q4_1 ||
-                   s.id == Q_FMT_Q5_0 || s.id == Q_FMT_Q5_1 || s.id == Q_FMT_INT ||
-                   s.id == Q_FMT_UINT || s.id == Q_FMT_NF4 || s.id == Q_FMT_FP8_E4M3 ||
-                   s.id == Q_FMT_FP8_E5M2;
+        /* f16 and bf16 (rounded, no scale search) in the round-to-nearest class */
+        bool rtn = s.id == Q_FMT_F16 || s.id == Q_FMT_BF16 || s.id == Q_FMT_Q8_0 ||
+                   s.id == Q_FMT_Q4_0 || s.id == Q_FMT_Q4_1 || s.id == Q_FMT_Q5_0 ||
+                   s.id == Q_FMT_Q5_1 || s.id == Q_FMT_INT || s.id == Q_FMT_UINT ||
+                   s.id == Q_FMT_NF4 || s.id == Q_FMT_FP8_E4M3 || s.id == Q_FMT_FP8_E5M2;
         /* targets: RTN formats <= 5 ms and >= 40% of the bandwidth; k-quants and
          * iq4_nl <= 60 ms (both with 2 threads) */
         const char *exact;

@@ -35,7 +35,8 @@ fi
 if grep -q avx512bw /proc/cpuinfo && [ $# -eq 0 ]; then
     echo "the same capped at AVX2 (QTUNE_NO_AVX512=1), formats with AVX-512 kernels:"
     QTUNE_NO_AVX512=1 $BENCH --bw "$bw" \
-        --formats q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2 | tail -n +3
+        --formats f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,int8,int4,uint4,uint3,nf4,fp8_e4m3,fp8_e5m2 \
+        | tail -n +3
 fi
 # The parts of one preview row (quantize, double sums, histogram), 1 thread,
 # rows in L2: where a kernel change lands.
