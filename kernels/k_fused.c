@@ -809,15 +809,20 @@ static const float kf_nf4_mids[15] = {
     0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
 };
 
+/* The cells of nf4's level search: cell j holds the t with t · KF_NF4_S + 16
+ * in [j, j + 1). KF_NF4_S, a little under 16, keeps every |t| <= 1 + 2^-23
+ * (t = x · (1/s) with |x| <= s) inside cells 0..31 with no clamp. */
+#define KF_NF4_S 15.984375f /* 16 - 2^-6 */
+
 /* k_fq.nf4_cell. Each cell holds at most one midpoint (they lie 0.080 or more
- * apart) and none lies within 0.0016 of a cell edge, so t placed one cell
- * off by the rounding of t · 16 + 16 still gets its level: the number of
- * midpoints below t is the count below the cell plus t > the cell's midpoint,
- * as in kf_grid_one. */
+ * apart) and none lies within 0.0011 of a cell edge, so t placed one cell
+ * off by the rounding of t · KF_NF4_S + 16 still gets its level: the number
+ * of midpoints below t is the count below the cell plus t > the cell's
+ * midpoint, as in kf_grid_one. */
 static void kf_nf4_cells(float cell[3][32])
 {
     for (int j = 0; j < 32; j++) {
-        const float lo = -1.0f + (float)j / 16.0f, hi = lo + 1.0f / 16.0f;
+        const double lo = (j - 16) / (double)KF_NF4_S, hi = (j - 15) / (double)KF_NF4_S;
         int below = 0;
         float mid = INFINITY;
         for (int k = 0; k < 15; k++) {
@@ -1801,7 +1806,8 @@ KF_AVX512 __attribute__((always_inline)) static inline __m512 kf_quot16(__m512 x
 }
 
 /* 16 values of one group of grid g (parameters s, z, 1/s in vectors): x to y,
- * lanes lm only where masked. quot: x / s by kf_quot16 (int, uint). */
+ * lanes lm only where masked. quot: x / s by kf_quot16 (int, uint); nf4: 1/s
+ * is finite. */
 KF_AVX512 __attribute__((always_inline)) static inline void
 kf_grid16(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, const float *x,
           float *y, __mmask16 lm, const bool masked, const bool quot)
@@ -1838,13 +1844,16 @@ kf_grid16(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, 
         }
         r = _mm512_mul_ps(_mm512_range_ps(f, k->fmx, 0x2), s); /* smaller magnitude, v's sign */
     } else {
-        /* nf4: the level below or above the midpoint of t's cell; t is ±inf
-         * or NaN where 1/s overflowed (a NaN goes to cell 0, below every
-         * midpoint, as kf_grid_one has it) */
-        const __m512 sixteen = _mm512_set1_ps(16.0f);
-        __m512 t = _mm512_mul_ps(xv, inv);
-        __m512 u = _mm512_max_ps(_mm512_fmadd_ps(t, sixteen, sixteen), zero);
-        __m512i j = _mm512_cvttps_epi32(_mm512_min_ps(u, _mm512_set1_ps(31.0f)));
+        /* nf4: the level below or above the midpoint of t's cell, cell
+         * floor(t · KF_NF4_S + 16) (kf_nf4_cells). With 1/s finite (quot), |t|
+         * <= 1 + 2^-23 puts it in 0..31 as is; else t is ±inf or NaN, clamped
+         * (a NaN to cell 0, below every midpoint, as kf_grid_one has it) */
+        const __m512 t = _mm512_mul_ps(xv, inv);
+        const __m512 u = _mm512_fmadd_ps(t, _mm512_set1_ps(KF_NF4_S), _mm512_set1_ps(16.0f));
+        const __m512i j =
+            quot ? _mm512_cvttps_epi32(u)
+                 : _mm512_cvttps_epi32(
+                       _mm512_min_ps(_mm512_max_ps(u, zero), _mm512_set1_ps(31.0f)));
         __mmask16 hi = _mm512_cmp_ps_mask(t, _mm512_permutex2var_ps(k->m0, j, k->m1), _CMP_GT_OQ);
         __m512 v = _mm512_mask_mov_ps(_mm512_permutex2var_ps(k->l0, j, k->l1), hi,
                                       _mm512_permutex2var_ps(k->h0, j, k->h1));
@@ -1911,6 +1920,8 @@ kf_grid_apply_body(const q_format_id id, const kf_grid *g, const kf_gpar *p, int
          * unit, and kf_quot16 made it slower (0.23 -> 0.25 ns a value) */
         if ((id == Q_FMT_INT || id == Q_FMT_UINT) && pb->s >= 0x1p-60f && pb->s <= 0x1p100f)
             kf_grid_group(id, &k, s, z, _mm512_set1_ps(1.0f / pb->s), x, y, full, tail, true);
+        else if (id == Q_FMT_NF4 && pb->inv <= 3.0e38f) /* the cells without clamps */
+            kf_grid_group(id, &k, s, z, _mm512_set1_ps(pb->inv), x, y, full, tail, true);
         else
             kf_grid_group(id, &k, s, z, _mm512_set1_ps(pb->inv), x, y, full, tail, false);
     }

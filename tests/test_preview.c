@@ -496,8 +496,7 @@ static void test_fq_check(void **state)
 
 /* Value c of a row that probes nf4's level choice: groups of 64 whose
  * maximum is 1 (so t = x), the other values at two ulps either side of each
- * midpoint between levels and of each 1/16 step of [-1, 1] (the SIMD form's
- * cells). */
+ * midpoint between levels and of each edge of the SIMD form's cells. */
 static float nf4_probe(int64_t c)
 {
     static const float lev[16] = {
@@ -509,8 +508,9 @@ static float nf4_probe(int64_t c)
     int64_t j = c % 64, item = (c / 64 * 63 + j - 1) % 240;
     if (j == 0)
         return 1.0f;
+    /* the cell edges: (j - 16) / (16 - 2^-6), k_fused.c's KF_NF4_S */
     float v = item < 75 ? (float)(((double)lev[item / 5] + lev[item / 5 + 1]) / 2.0)
-                        : -1.0f + (float)((item - 75) / 5) / 16.0f;
+                        : (float)((double)((item - 75) / 5 - 16) / 15.984375);
     for (int64_t u = item % 5 - 2; u != 0; u += u < 0 ? 1 : -1) /* -2 .. +2 ulps */
         v = nextafterf(v, u < 0 ? -INFINITY : INFINITY);
     return fminf(fmaxf(v, -1.0f), 1.0f);
