@@ -2467,12 +2467,17 @@ static int kf_row_grid(const k_fq *k, const float *x, float *y, bool wide, bool 
     kf_grid_setup(&k->spec, &g);
     g.cell = k->nf4_cell;
     const int64_t n = k->cols;
+    /* With x checked finite, y is finite: int and uint keep |y| within
+     * 2^7 · 65504 (f16 scales), nf4 within the group's largest |x|, fp8
+     * within fmax · (amax / fmax rounded), which stays at most FLT_MAX
+     * (amax = FLT_MAX, both forms: test_fq_check). Unchecked, unknown. */
+    const int done = check ? K_FQ_FINITE : 0;
     if (check && (!wide || k->spec.group < 0) && kf_count_nonfinite(x, n, wide))
         return K_FQ_NONFINITE;
     if (k->spec.group < 0) { /* one scale for the tensor */
         kf_gpar p = kf_grid_params(&g, k->ctx.lo, k->ctx.hi);
         kf_grid_apply(&g, &p, x, y, n, wide);
-        return 0;
+        return done;
     }
     const int64_t gs = k->spec.group > 0 ? k->spec.group : n;
     if (wide && g.id != Q_FMT_UINT && gs % 16 == 0 && gs < n) {
@@ -2481,7 +2486,7 @@ static int kf_row_grid(const k_fq *k, const float *x, float *y, bool wide, bool 
             if (kf_groups16_sym(&g, x, y, c0, left < 16 ? (int)left : 16, gs, check))
                 return K_FQ_NONFINITE;
         }
-        return 0;
+        return done;
     }
     /* up to 16 groups at a time: their ranges, then their parameters, then
      * their values, so the reductions and divisions of one group do not
@@ -2504,7 +2509,7 @@ static int kf_row_grid(const k_fq *k, const float *x, float *y, bool wide, bool 
             kf_grid_apply(&g, &par[b], x + c, y + c, len, wide);
         }
     }
-    return 0;
+    return done;
 }
 #endif /* KF_X86 */
 
