@@ -8,10 +8,10 @@
  * varying ±30%, Student-t (5 degrees of freedom) values and a few outlier
  * input channels (×12). Columns: the scalar reference (quantize_ref or
  * q_grid_fakequant, then the scalar dequantizer and q_metrics_add, one
- * thread), the exact preview at 1 and 2 threads (best of 5), its read rate
+ * thread), the exact preview at 1 and 2 threads (best of 9), its read rate
  * (source bytes / time at 2 threads) and share of the measured bandwidth
  * (--bw, from tool_stream), the speedup of 2 threads over the reference, the
- * time to the first estimate (2 threads, best of 5), and the issue's targets:
+ * time to the first estimate (2 threads, best of 9), and the issue's targets:
  * exact ≤ 5 ms and ≥ 40% of the bandwidth at 2 threads for the round-to-nearest
  * formats (f16 and bf16 held to the same), exact ≤ 60 ms at 2 threads for the
  * k-quants and iq4_nl, first
@@ -161,7 +161,9 @@ static double preview(const q_tensor *t, const q_fmt_spec *s, int threads, bool 
                       double *first, q_metrics *m)
 {
     double best = 1e30, best_first = 1e30;
-    for (int rep = 0; rep < 5; rep++) { /* best of 5: other processes skew single runs */
+    /* best of 9: other tenants of the host skew single runs, 2-thread ones most
+     * (best of 5 left one or two formats of a table 10-20% high in most runs) */
+    for (int rep = 0; rep < 9; rep++) {
         est e = {0, 0};
         k_preview_req req = {.tensor = t, .fmt = *s, .method = Q_METHOD_RTN,
                              .threads = threads, .skip_estimate = !estimate};
