@@ -1783,8 +1783,7 @@ KF_AVX512 static bool kf_range_512(const float *x, int64_t n, float *lo, float *
  * kf_nf4_cells). */
 typedef struct kf_gc {
     __m512 qlo, qhi, fmx, m0, m1, l0, l1, h0, h1;
-    __m512 tiny, cq;             /* fp8: 2^emin and 2^(emin - mbits + 23) */
-    __m512i mb, rhalf, rmask; /* fp8: see kf_grid16 */
+    __m512 cq, eminf; /* fp8: 2^(emin - mbits + 23) and emin (kf_grid16) */
 } kf_gc;
 
 /* x / s rounded to nearest, as vdivps gives it, without a division: with
@@ -1824,21 +1823,26 @@ kf_grid16(const q_format_id id, const kf_gc *k, __m512 s, __m512 z, __m512 inv, 
         q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, z), zero), k->qhi);
         r = _mm512_mul_ps(_mm512_sub_ps(q, z), s);
     } else if (kf_is_fp8(id)) {
-        /* the nearest fp8 value, ties to even: for |v| >= 2^emin, v's bits
-         * rounded at the last mantissa bit fp8 keeps (add half an fp8 ulp
-         * less one, plus the kept lowest bit, clear the rest: a carry moves
-         * into the exponent as it should); below, the fixed quantum
-         * 2^(emin - mbits) by adding and taking away cq, whose float spacing
-         * it is (rare: those lanes only); then the saturation to fmax, which
-         * no rounding of a value below fmax passes (fmax is on the grid) */
+        /* the nearest fp8 value, ties to even: for |v| >= 2^emin, v's
+         * mantissa in [1, 2) (vgetmantps) rounded to mbits fraction bits
+         * (vrndscaleps, ties to even; 2 carries into the exponent) and put
+         * back at v's exponent (vgetexpps, vscalefps): two instructions
+         * fewer than rounding the float's bits as the AVX2 form does (fp8's
+         * fake quantization 0.222 -> 0.206 ns a value; equal to the
+         * reference on every float up to fmax, both forms); below, the
+         * fixed quantum 2^(emin - mbits) by adding and taking away cq, whose
+         * float spacing it is (rare: those lanes only; zero too); then the
+         * saturation to fmax, which no rounding of a value below fmax passes
+         * (fmax is on the grid) */
         const __m512 v = xs;
-        const __m512i b = _mm512_castps_si512(v);
-        const __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(b, k->mb), _mm512_set1_epi32(1));
-        __m512 f = _mm512_castsi512_ps(_mm512_and_si512(
-            _mm512_add_epi32(_mm512_add_epi32(b, k->rhalf), lsb), k->rmask));
-        const __m512 a = _mm512_abs_ps(v);
-        const __mmask16 sub = _mm512_cmp_ps_mask(a, k->tiny, _CMP_LT_OQ);
+        const __m512 m = _mm512_getmant_ps(v, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+        const __m512 e = _mm512_getexp_ps(v);
+        const __m512 mr = id == Q_FMT_FP8_E4M3 ? _mm512_roundscale_ps(m, (3 << 4) | KF_RN)
+                                               : _mm512_roundscale_ps(m, (2 << 4) | KF_RN);
+        __m512 f = _mm512_scalef_ps(mr, e);
+        const __mmask16 sub = _mm512_cmp_ps_mask(e, k->eminf, _CMP_LT_OQ);
         if (__builtin_expect(sub != 0, 0)) {
+            const __m512 a = _mm512_abs_ps(v);
             __m512 q = _mm512_sub_ps(_mm512_add_ps(a, k->cq), k->cq);
             f = _mm512_mask_mov_ps(f, sub, _mm512_or_ps(q, _mm512_and_ps(v, sgn)));
         }
@@ -1888,14 +1892,10 @@ kf_grid_apply_body(const q_format_id id, const kf_grid *g, const kf_gpar *p, int
     k.qlo = _mm512_set1_ps(g->qlo);
     k.qhi = _mm512_set1_ps(g->qhi);
     k.fmx = _mm512_set1_ps(g->fmax);
-    k.m0 = k.m1 = k.l0 = k.l1 = k.h0 = k.h1 = k.tiny = k.cq = _mm512_setzero_ps();
-    k.mb = k.rhalf = k.rmask = _mm512_setzero_si512();
+    k.m0 = k.m1 = k.l0 = k.l1 = k.h0 = k.h1 = k.cq = k.eminf = _mm512_setzero_ps();
     if (kf_is_fp8(id)) {
-        k.mb = _mm512_set1_epi32(g->rshift);
-        k.rhalf = _mm512_set1_epi32(g->rhalf);
-        k.rmask = _mm512_set1_epi32(g->rmask);
-        k.tiny = _mm512_castsi512_ps(_mm512_set1_epi32(g->tiny));
         k.cq = _mm512_castsi512_ps(_mm512_set1_epi32(g->cq));
+        k.eminf = _mm512_set1_ps((float)g->emin);
     }
     if (id == Q_FMT_NF4) {
         k.m0 = _mm512_loadu_ps(g->cell[0]);
@@ -1938,8 +1938,10 @@ KF_AVX512 static void kf_grid_apply_512(const kf_grid *g, const kf_gpar *p, int 
         kf_grid_apply_body(Q_FMT_UINT, g, p, ng, gs, x, y);
         break;
     case Q_FMT_FP8_E4M3:
-    case Q_FMT_FP8_E5M2: /* the two differ in kf_gc's constants only */
         kf_grid_apply_body(Q_FMT_FP8_E4M3, g, p, ng, gs, x, y);
+        break;
+    case Q_FMT_FP8_E5M2:
+        kf_grid_apply_body(Q_FMT_FP8_E5M2, g, p, ng, gs, x, y);
         break;
     default:
         kf_grid_apply_body(Q_FMT_NF4, g, p, ng, gs, x, y);
