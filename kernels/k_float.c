@@ -2,8 +2,9 @@
  *
  * f16 uses F16C's conversion with round-to-nearest-even, which equals
  * q_f32_to_f16 on every float: ties, subnormal results, overflow to infinity
- * at 65520 and NaNs (quiet, the payload's top ten bits kept; checked on every
- * such boundary and NaN in tests/test_preview.c). bf16 rounds on the bits as
+ * at 65520 and NaNs (quiet, the payload's top ten bits kept; checked in
+ * tests/test_preview.c on every f16 rounding boundary and on NaNs with
+ * payloads of all kinds). bf16 rounds on the bits as
  * q_f32_to_bf16 does: add 0x7fff plus the lowest kept bit and keep the top
  * half; a NaN keeps its top half with the quiet bit set. (AVX512_BF16's
  * vcvtneps2bf16 would flush subnormal inputs to zero.) The preview's old path
@@ -12,7 +13,6 @@
 #include "k_float.h"
 
 #include <math.h>
-#include <string.h>
 
 #include "k_cpu.h"
 #include "k_fused.h"
@@ -49,14 +49,14 @@ static float kfl_one(q_format_id id, float v)
 
 /* Returns body(ID, x, y, n) with ID the constant equal to id: one inlined
  * copy of an always_inline loop per format. */
-#define KFL_DISPATCH(body, id, x, y, n)                                                       \
-    switch (id) {                                                                             \
-    case Q_FMT_F16:                                                                           \
-        return body(Q_FMT_F16, x, y, n);                                                      \
-    case Q_FMT_BF16:                                                                          \
-        return body(Q_FMT_BF16, x, y, n);                                                     \
-    default:                                                                                  \
-        return body(Q_FMT_F32, x, y, n);                                                      \
+#define KFL_DISPATCH(body, id, x, y, n)                                                           \
+    switch (id) {                                                                                 \
+    case Q_FMT_F16:                                                                               \
+        return body(Q_FMT_F16, x, y, n);                                                          \
+    case Q_FMT_BF16:                                                                              \
+        return body(Q_FMT_BF16, x, y, n);                                                         \
+    default:                                                                                      \
+        return body(Q_FMT_F32, x, y, n);                                                          \
     }
 
 /* ---- AVX2 ---- */
