@@ -841,10 +841,11 @@ typedef struct kf_grid {
     float qlo, qhi, half;
     int mbits, emin; /* fp8: mantissa bits, smallest normal exponent */
     float fmax;      /* fp8: largest finite value */
-    /* fp8, the SIMD rounding on the float's bits (kf_grid16): the shift from
-     * bit 0 to the lowest mantissa bit kept, half that bit's weight less one,
-     * the mask of the bits kept, and the bits of 2^emin and of cq (whose
-     * float spacing is fp8's quantum below 2^emin) */
+    /* fp8, the AVX2 rounding on the float's bits (kf_grid_apply_avx2): the
+     * shift from bit 0 to the lowest mantissa bit kept, half that bit's weight
+     * less one, the mask of the bits kept, and the bits of 2^emin and of cq
+     * (whose float spacing is fp8's quantum below 2^emin; AVX-512's kf_grid16
+     * uses cq only) */
     int32_t rshift, rhalf, rmask, tiny, cq;
     const float (*cell)[32]; /* nf4: k_fq.nf4_cell (AVX-512) */
 } kf_grid;
