@@ -482,10 +482,12 @@ static void test_fq_check(void **state)
                     assert_int_equal(r, K_FQ_FINITE);
                 assert_memory_equal(y, y2, (size_t)cols * sizeof *y);
                 /* the largest finite values: y stays finite (fp8: fmax times
-                 * the rounded scale) or is not called so */
-                float keep0 = x[1], keep1 = x[2];
+                 * the rounded scale) or is not called so; two in one lane of
+                 * 16, whose sum overflows (kf_range_512's check) */
+                float keep0 = x[1], keep1 = x[2], keep17 = x[17];
                 x[1] = FLT_MAX;
                 x[2] = -FLT_MAX;
+                x[17] = FLT_MAX;
                 fin = k_fq_row(&fq, x, y, NULL, qb);
                 r = k_fq_row_check(&fq, x, y2, NULL, qb);
                 yfin = true;
@@ -498,6 +500,7 @@ static void test_fq_check(void **state)
                 assert_memory_equal(y, y2, (size_t)cols * sizeof *y);
                 x[1] = keep0;
                 x[2] = keep1;
+                x[17] = keep17;
                 const int64_t at[] = {0, cols / 2 + 3, cols - 1};
                 for (int a = 0; a < 3; a++) {
                     float keep = x[at[a]];
@@ -600,7 +603,7 @@ static void test_fq_rows(void **state)
     /* 4352: the AVX-512 row kernel's pieces of 64 blocks, twice and a part */
     static const int64_t colss[] = {256, 544, 4352};
     for (int k = 0; k < 3; k++) {
-        const int64_t cols = colss[k], rows = 9;
+        const int64_t cols = colss[k], rows = 10;
         float *x = gen(rows + 1, cols, 0x51 + (uint64_t)k);
         for (int64_t c = 0; c + 32 <= cols; c += 32) { /* ±max ties, both orders */
             x[0 * cols + c + 3] = (c / 32) % 2 ? 50.0f : -50.0f;
@@ -622,6 +625,9 @@ static void test_fq_rows(void **state)
                               : i % 3 == 1 ? nextafterf(tie, INFINITY)
                                            : nextafterf(tie, -INFINITY);
             x[8 * cols + c] = nf4_probe(c);
+            /* subnormals down to a few ulps: fp8 scales of 1 or 2 · 2^-149,
+             * far from max |x| / fmax, so values pass fmax and saturate */
+            x[9 * cols + c] = (c % 2 ? 1 : -1) * ldexpf((float)(c % 64 * 16 + 1), -149);
         }
         float *ys = malloc((size_t)cols * sizeof *ys), *yv = malloc((size_t)cols * sizeof *yv);
         uint8_t *qb = malloc((size_t)cols * 4);
