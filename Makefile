@@ -132,7 +132,7 @@ test: unit cli asan fuzz
 # `make CUDA=1` builds into build-cuda/ so CPU and CUDA objects never mix.
 cuda:
 	$(Q)$(MAKE) --no-print-directory CUDA=1 B=build-cuda BIN=build-cuda/qtune build-cuda/qtune \
-	    $(TEST_SRC:tests/%.c=build-cuda/tests/%)
+	    $(TEST_SRC:tests/%.c=build-cuda/tests/%) $(TOOL_SRC:tests/%.c=build-cuda/tests/%)
 
 # Unit suites again, built with ASan+UBSan into their own tree.
 asan:

@@ -322,6 +322,46 @@ q_status kc_run(const void *src, k_src type, size_t esz, int64_t n, float pivot,
     return Q_OK;
 }
 
+q_status kc_copy_fail(q_err *err, const char *what, cudaError_t e)
+{
+    (void)cudaGetLastError();
+    return q_fail(err, e == cudaErrorMemoryAllocation ? Q_ENOMEM : Q_EINTERNAL,
+                  "k_cuda_copy_bandwidth: %s: %s", what, cudaGetErrorString(e));
+}
+
+/* k_cuda_copy_bandwidth's copies, lock held and device 0 current; the
+ * buffers and events are the caller's to free. */
+q_status kc_copy_time(size_t bytes, int reps, void **a, void **b, cudaEvent_t ev[2],
+                      float *best, q_err *err)
+{
+#define KC_COPY_TRY(what, call)                      \
+    do {                                             \
+        cudaError_t kc_e_ = (call);                  \
+        if (kc_e_ != cudaSuccess)                    \
+            return kc_copy_fail(err, (what), kc_e_); \
+    } while (0)
+    KC_COPY_TRY("cudaMalloc", cudaMalloc(a, bytes));
+    KC_COPY_TRY("cudaMalloc", cudaMalloc(b, bytes));
+    KC_COPY_TRY("cudaMemset", cudaMemset(*a, 0x3c, bytes));
+    KC_COPY_TRY("cudaEventCreate", cudaEventCreate(&ev[0]));
+    KC_COPY_TRY("cudaEventCreate", cudaEventCreate(&ev[1]));
+    KC_COPY_TRY("cudaMemcpy(device to device)",
+                cudaMemcpy(*b, *a, bytes, cudaMemcpyDeviceToDevice));
+    for (int r = 0; r < reps; r++) {
+        float ms = 0.0f;
+        KC_COPY_TRY("cudaEventRecord", cudaEventRecord(ev[0]));
+        KC_COPY_TRY("cudaMemcpyAsync(device to device)",
+                    cudaMemcpyAsync(*b, *a, bytes, cudaMemcpyDeviceToDevice));
+        KC_COPY_TRY("cudaEventRecord", cudaEventRecord(ev[1]));
+        KC_COPY_TRY("cudaEventSynchronize", cudaEventSynchronize(ev[1]));
+        KC_COPY_TRY("cudaEventElapsedTime", cudaEventElapsedTime(&ms, ev[0], ev[1]));
+        if (r == 0 || ms < *best)
+            *best = ms;
+    }
+    return Q_OK;
+#undef KC_COPY_TRY
+}
+
 } /* namespace */
 
 extern "C" bool k_cuda_available(char *why, size_t cap)
@@ -392,6 +432,47 @@ extern "C" q_status k_cuda_moments(const void *src, k_src type, int64_t n, float
     out->n_nan += total.n_nan;
     out->n_inf += total.n_inf;
     return Q_OK;
+}
+
+extern "C" q_status k_cuda_copy_bandwidth(size_t bytes, int reps, double *gbps, q_err *err)
+{
+    if (bytes < ((size_t)1 << 20) || reps < 1 || !gbps)
+        return q_fail(err, Q_EUSAGE, "k_cuda_copy_bandwidth: %s",
+                      !gbps ? "gbps is NULL" : reps < 1 ? "reps < 1" : "fewer than 1 MiB");
+    char why[256];
+    if (!k_cuda_available(why, sizeof why))
+        return q_fail(err, Q_EUSAGE, "k_cuda_copy_bandwidth: %s", why);
+    pthread_mutex_lock(&kc_lock);
+    int prev = 0;
+    q_status st;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t ev[2] = {NULL, NULL};
+    float best = 0.0f;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e == cudaSuccess && prev != 0)
+        e = cudaSetDevice(0);
+    if (e != cudaSuccess) {
+        st = kc_copy_fail(err, "cudaSetDevice(0)", e);
+    } else {
+        st = kc_copy_time(bytes, reps, &a, &b, ev, &best, err);
+        for (int i = 0; i < 2; i++)
+            if (ev[i])
+                (void)cudaEventDestroy(ev[i]);
+        if (a)
+            (void)cudaFree(a);
+        if (b)
+            (void)cudaFree(b);
+        (void)cudaGetLastError();
+        if (prev != 0)
+            (void)cudaSetDevice(prev);
+    }
+    pthread_mutex_unlock(&kc_lock);
+    if (st == Q_OK && !(best > 0.0f))
+        st = q_fail(err, Q_EINTERNAL, "k_cuda_copy_bandwidth: the copies timed %g ms",
+                    (double)best);
+    if (st == Q_OK)
+        *gbps = 2.0 * (double)bytes / ((double)best * 1e-3) / 1e9;
+    return st;
 }
 
 extern "C" void k_cuda_release(void)

@@ -51,6 +51,16 @@ bool k_cuda_available(char *why, size_t cap);
 q_status k_cuda_moments(const void *src, k_src type, int64_t n, float pivot, k_moments *out,
                         q_err *err);
 
+/* The device's copy bandwidth, the yardstick of the GPU preview benchmark
+ * (tests/tool_bench_cuda.c): device 0 copies bytes bytes from one buffer of
+ * its memory to another (cudaMemcpy, device to device) reps times after one
+ * warm-up copy, each timed by CUDA events; *gbps = 2 · bytes / the best time
+ * (every byte read once and written once, as STREAM counts its copy). The two
+ * buffers are allocated and freed by the call. Q_EUSAGE: bytes under 1 MiB,
+ * reps < 1, gbps NULL, or CUDA not available (err says why); Q_ENOMEM:
+ * device memory; Q_EINTERNAL naming the CUDA call that failed. */
+q_status k_cuda_copy_bandwidth(size_t bytes, int reps, double *gbps, q_err *err);
+
 /* Frees the device buffers k_cuda_moments keeps between calls (the next call
  * allocates them again). No-op without CUDA or when nothing is allocated.
  * Thread-safe: waits for a k_cuda_moments running on another thread. */

@@ -35,6 +35,14 @@ void k_cuda_release(void)
 {
 }
 
+q_status k_cuda_copy_bandwidth(size_t bytes, int reps, double *gbps, q_err *err)
+{
+    (void)bytes;
+    (void)reps;
+    (void)gbps;
+    return q_fail(err, Q_EUSAGE, "k_cuda_copy_bandwidth: %s", k_off_why);
+}
+
 bool k_cuda_fused_has(const q_fmt_spec *spec)
 {
     (void)spec;

@@ -37,45 +37,13 @@
 #include "q_dtype.h"
 #include "q_format.h"
 #include "q_grid.h"
-
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-
-static double urand(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return ((double)(g_rng >> 11) + 0.5) * 0x1p-53;
-}
-
-static double nrand(void)
-{
-    return sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand());
-}
+#include "tool_gen.h"
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void gen(float *x, int64_t rows, int64_t cols)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        double rs = 0.015 * (0.7 + 0.6 * urand());
-        for (int64_t c = 0; c < cols; c++) {
-            double ch = 0;
-            for (int k = 0; k < 5; k++) {
-                double z = nrand();
-                ch += z * z;
-            }
-            double v = rs * nrand() / sqrt(ch / 5.0);
-            if (c % 293 == 7)
-                v *= 12.0;
-            x[r * cols + c] = (float)v;
-        }
-    }
 }
 
 /* The bytes of x stored as type dt (F16, BF16, or a block type qtune
@@ -225,7 +193,7 @@ int main(int argc, char **argv)
     float *x = malloc((size_t)(rows * cols) * sizeof *x);
     if (!x)
         return 70;
-    gen(x, rows, cols);
+    tool_gen_weights(x, rows, cols);
     uint8_t *h = NULL;
     if (dt != Q_DT_F32 && !(h = store_as(x, rows, cols, (uint32_t)dt))) {
         fprintf(stderr, "tool_bench_kernels: cannot store the tensor as %s\n", dtype);

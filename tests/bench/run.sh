@@ -118,3 +118,18 @@ for b in kernels kquants calib tui; do
         bash "tests/bench/$b.sh"
     fi
 done
+
+# --- the CUDA preview, on a machine with an NVIDIA GPU and nvcc ---
+echo
+echo "== GPU preview (build-cuda/tests/tool_bench_cuda)"
+if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1
+then
+    make -s cuda >/dev/null
+    build-cuda/tests/tool_bench_cuda
+elif ! command -v nvidia-smi >/dev/null; then
+    echo "skipped: no NVIDIA driver here (nvidia-smi not found)"
+elif ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "skipped: nvidia-smi lists no GPU"
+else
+    echo "skipped: no nvcc (the CUDA toolkit) to build with"
+fi
