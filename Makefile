@@ -76,7 +76,8 @@ $(B)/libqtune.a: $(LIB_OBJ) $(CU_OBJ)
 # Rebuild everything when the configuration changes (CUDA=1, WERROR=1, OPT...).
 $(B)/config.stamp: FORCE
 	@mkdir -p $(B)
-	@echo '$(CC) $(CFLAGS) $(CPPFLAGS) $(CUDA)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(CPPFLAGS) $(CUDA)' > $@
+	@echo '$(CC) $(CFLAGS) $(CPPFLAGS) $(CUDA) $(NVCCFLAGS)' | cmp -s - $@ || \
+	    echo '$(CC) $(CFLAGS) $(CPPFLAGS) $(CUDA) $(NVCCFLAGS)' > $@
 FORCE:
 
 $(B)/%.o: %.c $(B)/config.stamp
@@ -84,10 +85,14 @@ $(B)/%.o: %.c $(B)/config.stamp
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
+# The kernels equal the CPU references bit for bit only with IEEE division and
+# square root and subnormals kept: those flags come after NVCCFLAGS, which
+# cannot undo them (--use_fast_math included).
 $(B)/%.cu.o: %.cu $(B)/config.stamp
 	@mkdir -p $(dir $@)
 	@echo "  NVCC    $<"
-	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -Iquant -Ikernels -DQTUNE_CUDA=1 -c -o $@ $<
+	$(Q)$(NVCC) $(NVCCFLAGS) -ftz=false -prec-div=true -prec-sqrt=true -MMD -MP -Iquant \
+	    -Ikernels -DQTUNE_CUDA=1 -c -o $@ $<
 
 $(B)/tests/%: tests/%.c $(B)/libqtune.a
 	@mkdir -p $(dir $@)

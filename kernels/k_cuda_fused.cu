@@ -115,14 +115,19 @@ __device__ __forceinline__ void kf_acc(kf_sums &s, unsigned long long *hist, dou
     s.q2 = __dadd_rn(s.q2, __dmul_rn(yv, yv));
     s.wq = __dadd_rn(s.wq, __dmul_rn(xv, yv));
     s.e2 = __dadd_rn(s.e2, e2);
+    /* a NaN e (a block whose f16 scale overflowed: 0 · inf) makes max |e|
+     * NaN for good and is binned nowhere, as in q_metrics_add */
     double ae = fabs(e);
-    s.maxabs = ae > s.maxabs ? ae : s.maxabs;
+    if (isnan(e))
+        s.maxabs = NAN;
+    else if (ae > s.maxabs)
+        s.maxabs = ae;
     if (iw) {
         double v = iw[c];
         s.iwe2 = __dadd_rn(s.iwe2, __dmul_rn(__dmul_rn(v, e), e));
         s.iww2 = __dadd_rn(s.iww2, __dmul_rn(__dmul_rn(v, xv), xv));
     }
-    if (range > 0.0) {
+    if (range > 0.0 && !isnan(e)) {
         double t = __dmul_rn(__ddiv_rn(__dadd_rn(e, range), __dmul_rn(2.0, range)),
                              (double)KF_BINS);
         int bin = !(t >= 0.0) ? 0 : t >= (double)KF_BINS ? KF_BINS - 1 : (int)t;
@@ -313,7 +318,7 @@ __device__ void kf_q4_k(const float *x, float *y)
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l)
             sum_x2 = A(sum_x2, M(x[32 * j + l], x[32 * j + l]));
-        float av_x = sqrtf(Dv(sum_x2, 32.0f));
+        float av_x = __fsqrt_rn(Dv(sum_x2, 32.0f));
         for (int l = 0; l < 32; ++l)
             weights[l] = A(av_x, fabsf(x[32 * j + l]));
         scales[j] = kf_make_qkx(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], -1.f, 0.1f,
@@ -529,7 +534,7 @@ __device__ void kf_block_reduce(kf_sums &s, kf_sums *sh)
             a.e2 = __dadd_rn(a.e2, b.e2);
             a.iwe2 = __dadd_rn(a.iwe2, b.iwe2);
             a.iww2 = __dadd_rn(a.iww2, b.iww2);
-            a.maxabs = b.maxabs > a.maxabs ? b.maxabs : a.maxabs;
+            a.maxabs = isnan(b.maxabs) || b.maxabs > a.maxabs ? b.maxabs : a.maxabs;
         }
         __syncthreads();
     }
@@ -596,7 +601,7 @@ __global__ void __launch_bounds__(KF_THREADS)
         s.e2 = __dadd_rn(s.e2, b.e2);
         s.iwe2 = __dadd_rn(s.iwe2, b.iwe2);
         s.iww2 = __dadd_rn(s.iww2, b.iww2);
-        s.maxabs = b.maxabs > s.maxabs ? b.maxabs : s.maxabs;
+        s.maxabs = isnan(b.maxabs) || b.maxabs > s.maxabs ? b.maxabs : s.maxabs;
     }
     kf_block_reduce(s, sh);
     if (threadIdx.x == 0)
@@ -626,7 +631,7 @@ size_t kf_src_cap;
 void *kf_scr;          /* device: partials, histograms, result, imatrix, ranges */
 size_t kf_scr_cap;
 cudaEvent_t kf_ev[3];
-bool kf_ev_ok;
+bool kf_ev_ok, kf_ev_tried;
 bool kf_have_timing;
 double kf_copy_ms, kf_kernel_ms;
 
@@ -719,28 +724,17 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
                 const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
                 q_metrics_acc *res, q_err *err)
 {
-    const bool timed = kf_ev_ok;
-    if (timed)
-        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[0]));
-    const void *dsrc;
+    /* the buffers are grown before the first event, so that cudaFree and
+     * cudaMalloc stay out of the timings */
     kf_kept *kept = kf_find(src);
-    if (kept && kept->bytes >= bytes) {
-        kept->used = ++kf_clock;
-        dsrc = kept->dev;
-    } else {
+    const bool use_kept = kept && kept->bytes >= bytes;
+    if (!use_kept) {
         q_status st = kf_grow(&kf_src, &kf_src_cap, bytes, err);
         if (st != Q_OK)
             return st;
-        KF_TRY("cudaMemcpy(tensor to device)",
-               cudaMemcpy(kf_src, src, bytes, cudaMemcpyHostToDevice));
-        dsrc = kf_src;
     }
-    if (timed)
-        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[1]));
-
     kf_job j;
     memset(&j, 0, sizeof j);
-    j.src = dsrc;
     j.rows = rows;
     j.cols = cols;
     j.kind = kind;
@@ -781,6 +775,21 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     q_status st = kf_grow(&kf_scr, &kf_scr_cap, total, err);
     if (st != Q_OK)
         return st;
+    const bool timed = kf_ev_ok;
+    if (timed)
+        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[0]));
+    const void *dsrc;
+    if (use_kept) {
+        kept->used = ++kf_clock;
+        dsrc = kept->dev;
+    } else {
+        KF_TRY("cudaMemcpy(tensor to device)",
+               cudaMemcpy(kf_src, src, bytes, cudaMemcpyHostToDevice));
+        dsrc = kf_src;
+    }
+    if (timed)
+        KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[1]));
+    j.src = dsrc;
     char *scr = static_cast<char *>(kf_scr);
     j.parts = reinterpret_cast<kf_sums *>(scr);
     j.hparts = reinterpret_cast<unsigned long long *>(scr + o_hp);
@@ -867,7 +876,8 @@ template <typename F> q_status kf_locked(q_err *err, F fn)
     if (e != cudaSuccess) {
         st = kf_cuda_fail(err, "cudaSetDevice(0)", e);
     } else {
-        if (!kf_ev_ok) {
+        if (!kf_ev_tried) { /* once: a failure leaks no event per call */
+            kf_ev_tried = true;
             kf_ev_ok = cudaEventCreate(&kf_ev[0]) == cudaSuccess &&
                        cudaEventCreate(&kf_ev[1]) == cudaSuccess &&
                        cudaEventCreate(&kf_ev[2]) == cudaSuccess;

@@ -11,7 +11,10 @@
  * k_cuda_fused_has). Values equal those of the scalar references
  * (q_fmt_fakequant with imatrix NULL) bit for bit; the sums equal q_metrics_add's
  * to double rounding (another fixed summation order), the histogram counts and
- * n exactly, max |e| exactly.
+ * n exactly, max |e| exactly (NaN errors, from a block whose f16 scale
+ * overflowed, make it NaN and are binned nowhere, as q_metrics_add does). A
+ * per-tensor scale (group Q_GROUP_TENSOR) comes from the range of the rows of
+ * the call: preview a tensor in one call, not in slices.
  *
  * Source values that are NaN or ±Inf are replaced by 0 before quantizing, as
  * k_preview_tensor does (the CPU references see the scrubbed row).
