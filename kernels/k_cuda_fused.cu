@@ -58,6 +58,12 @@ struct kf_job {
     float fmax;        /* fp8 largest finite value */
     bool tensor;       /* one scale for the tensor: range tlo..thi */
     float tlo, thi;
+    /* grid groups longer than a unit (channel, or G > KF_TENSOR_UNIT): each
+     * group's range from kf_grange in granges, the group cut into upg units
+     * of ulen values (upr = gpr · upg); else granges is NULL and a unit is a
+     * group, its range found by its thread */
+    const float2 *granges; /* device: rows × gpr (min, max) */
+    long long glen, gpr, upg;
     double range;      /* histogram range (0: none) */
     kf_sums *parts;    /* device: one per block */
     unsigned long long *hparts; /* device: KF_BINS per block */
@@ -448,8 +454,20 @@ __device__ void kf_q6_k(const float *x, float *y)
 template <int T>
 __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long *hist)
 {
-    const long long r = u / j.upr, c0 = (u % j.upr) * j.ulen;
-    const long long len = j.cols - c0 < j.ulen ? j.cols - c0 : j.ulen;
+    const long long r = u / j.upr;
+    long long c0, len, g = 0;
+    if (j.granges) {
+        const long long p = u % j.upr % j.upg, gs = p * j.ulen;
+        g = u % j.upr / j.upg;
+        c0 = g * j.glen + gs;
+        len = j.glen - gs < j.ulen ? j.glen - gs : j.ulen;
+        len = j.cols - c0 < len ? j.cols - c0 : len;
+        if (len <= 0) /* past a short last group */
+            return;
+    } else {
+        c0 = u % j.upr * j.ulen;
+        len = j.cols - c0 < j.ulen ? j.cols - c0 : j.ulen;
+    }
     const long long base = r * j.cols + c0;
     const float *iw = j.iw ? j.iw + c0 : nullptr;
     if (j.kind == KF_Q8_0) {
@@ -499,6 +517,10 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
         if (j.tensor) {
             lo = j.tlo;
             hi = j.thi;
+        } else if (j.granges) {
+            const float2 rg = j.granges[r * j.gpr + g];
+            lo = rg.x;
+            hi = rg.y;
         } else {
             lo = INFINITY;
             hi = -INFINITY;
@@ -584,6 +606,35 @@ __global__ void __launch_bounds__(KF_THREADS) kf_range(const void *src, long lon
     }
     if (threadIdx.x == 0)
         out[blockIdx.x] = sh[0];
+}
+
+/* Range (min, max) of the finite values of group blockIdx.x of j (rows ×
+ * gpr groups of glen values, the last of a row possibly shorter) into
+ * out[blockIdx.x], as kf_unit's own loop finds it (the sign of a zero
+ * extreme may differ, which changes no grid value's magnitude). */
+template <int T>
+__global__ void __launch_bounds__(KF_THREADS) kf_grange(kf_job j, float2 *out)
+{
+    __shared__ float2 sh[KF_THREADS];
+    const long long r = blockIdx.x / j.gpr, c0 = blockIdx.x % j.gpr * j.glen;
+    const long long len = j.cols - c0 < j.glen ? j.cols - c0 : j.glen;
+    float lo = INFINITY, hi = -INFINITY;
+    for (long long i = threadIdx.x; i < len; i += KF_THREADS) {
+        float x = kf_ld<T>(j.src, r * j.cols + c0 + i);
+        lo = fminf(lo, x);
+        hi = fmaxf(hi, x);
+    }
+    sh[threadIdx.x] = make_float2(lo, hi);
+    __syncthreads();
+    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) {
+            sh[threadIdx.x].x = fminf(sh[threadIdx.x].x, sh[threadIdx.x + h].x);
+            sh[threadIdx.x].y = fmaxf(sh[threadIdx.x].y, sh[threadIdx.x + h].y);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = sh[0].x > sh[0].y ? make_float2(0.0f, 0.0f) : sh[0];
 }
 
 /* res = parts[0] + ... + parts[n - 1] (fixed order), histograms likewise. */
@@ -719,6 +770,11 @@ template <int T> void kf_launch_range(const void *src, long long n, int blocks, 
     kf_range<T><<<blocks, KF_THREADS>>>(src, n, out);
 }
 
+template <int T> void kf_launch_grange(const kf_job &j, float2 *out)
+{
+    kf_grange<T><<<(unsigned)(j.rows * j.gpr), KF_THREADS>>>(j, out);
+}
+
 /* The preview on the device, lock held and device 0 current. */
 q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t cols,
                 const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
@@ -751,6 +807,19 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
         j.ulen = fmt->group > 0 ? fmt->group : cols;
     }
     j.upr = (cols + j.ulen - 1) / j.ulen;
+    /* a group longer than a unit (channel: a whole row) would be one
+     * thread's work, and a 4096-row tensor 32 blocks of threads: its range
+     * comes first from kf_grange (a block a group), and its values go to
+     * units of KF_TENSOR_UNIT */
+    const bool wide = !j.tensor && kind != KF_Q8_0 && kind != KF_Q4_0 && kind != KF_Q4_K &&
+                      kind != KF_Q6_K && j.ulen > KF_TENSOR_UNIT;
+    if (wide) {
+        j.glen = j.ulen;
+        j.gpr = j.upr;
+        j.upg = (j.glen + KF_TENSOR_UNIT - 1) / KF_TENSOR_UNIT;
+        j.ulen = KF_TENSOR_UNIT;
+        j.upr = j.gpr * j.upg;
+    }
     if (kind == KF_INT) {
         j.qlo = -(float)(1 << (bits - 1));
         j.qhi = (float)((1 << (bits - 1)) - 1);
@@ -771,7 +840,8 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     const size_t o_hres = o_res + kf_align(sizeof(kf_sums));
     const size_t o_iw = o_hres + kf_align(KF_BINS * sizeof(unsigned long long));
     const size_t o_rg = o_iw + kf_align(imatrix ? (size_t)cols * sizeof(float) : 0);
-    const size_t total = o_rg + kf_align(rblocks * sizeof(float2));
+    const size_t o_gr = o_rg + kf_align(rblocks * sizeof(float2));
+    const size_t total = o_gr + kf_align(wide ? (size_t)(rows * j.gpr) * sizeof(float2) : 0);
     q_status st = kf_grow(&kf_scr, &kf_scr_cap, total, err);
     if (st != Q_OK)
         return st;
@@ -823,6 +893,17 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
             lo = hi = 0.0f;
         j.tlo = lo;
         j.thi = hi;
+    }
+    if (wide) {
+        float2 *dgr = reinterpret_cast<float2 *>(scr + o_gr);
+        if (type == K_SRC_F32)
+            kf_launch_grange<K_SRC_F32>(j, dgr);
+        else if (type == K_SRC_F16)
+            kf_launch_grange<K_SRC_F16>(j, dgr);
+        else
+            kf_launch_grange<K_SRC_BF16>(j, dgr);
+        KF_TRY("kf_grange launch", cudaGetLastError());
+        j.granges = dgr;
     }
     if (type == K_SRC_F32)
         kf_launch_main<K_SRC_F32>(j, blocks);
