@@ -582,6 +582,22 @@ template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
         j.hparts[(long long)blockIdx.x * KF_BINS + b] = hist[b];
 }
 
+/* The (min, max) of every thread's (lo, hi) in the block, in thread 0's
+ * return value. All threads call. */
+__device__ float2 kf_block_minmax(float lo, float hi, float2 *sh)
+{
+    sh[threadIdx.x] = make_float2(lo, hi);
+    __syncthreads();
+    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) {
+            sh[threadIdx.x].x = fminf(sh[threadIdx.x].x, sh[threadIdx.x + h].x);
+            sh[threadIdx.x].y = fmaxf(sh[threadIdx.x].y, sh[threadIdx.x + h].y);
+        }
+        __syncthreads();
+    }
+    return sh[0];
+}
+
 /* Range (min, max) of the finite source values, one pair per block. */
 template <int T>
 __global__ void __launch_bounds__(KF_THREADS) kf_range(const void *src, long long n,
@@ -595,23 +611,15 @@ __global__ void __launch_bounds__(KF_THREADS) kf_range(const void *src, long lon
         lo = fminf(lo, x);
         hi = fmaxf(hi, x);
     }
-    sh[threadIdx.x] = make_float2(lo, hi);
-    __syncthreads();
-    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
-        if ((int)threadIdx.x < h) {
-            sh[threadIdx.x].x = fminf(sh[threadIdx.x].x, sh[threadIdx.x + h].x);
-            sh[threadIdx.x].y = fmaxf(sh[threadIdx.x].y, sh[threadIdx.x + h].y);
-        }
-        __syncthreads();
-    }
+    const float2 m = kf_block_minmax(lo, hi, sh);
     if (threadIdx.x == 0)
-        out[blockIdx.x] = sh[0];
+        out[blockIdx.x] = m;
 }
 
 /* Range (min, max) of the finite values of group blockIdx.x of j (rows ×
  * gpr groups of glen values, the last of a row possibly shorter) into
  * out[blockIdx.x], as kf_unit's own loop finds it (the sign of a zero
- * extreme may differ, which changes no grid value's magnitude). */
+ * extreme may differ, which changes no error: y is then 0 of either sign). */
 template <int T>
 __global__ void __launch_bounds__(KF_THREADS) kf_grange(kf_job j, float2 *out)
 {
@@ -624,17 +632,9 @@ __global__ void __launch_bounds__(KF_THREADS) kf_grange(kf_job j, float2 *out)
         lo = fminf(lo, x);
         hi = fmaxf(hi, x);
     }
-    sh[threadIdx.x] = make_float2(lo, hi);
-    __syncthreads();
-    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
-        if ((int)threadIdx.x < h) {
-            sh[threadIdx.x].x = fminf(sh[threadIdx.x].x, sh[threadIdx.x + h].x);
-            sh[threadIdx.x].y = fmaxf(sh[threadIdx.x].y, sh[threadIdx.x + h].y);
-        }
-        __syncthreads();
-    }
+    const float2 m = kf_block_minmax(lo, hi, sh);
     if (threadIdx.x == 0)
-        out[blockIdx.x] = sh[0].x > sh[0].y ? make_float2(0.0f, 0.0f) : sh[0];
+        out[blockIdx.x] = m.x > m.y ? make_float2(0.0f, 0.0f) : m;
 }
 
 /* res = parts[0] + ... + parts[n - 1] (fixed order), histograms likewise. */
