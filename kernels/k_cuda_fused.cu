@@ -1,12 +1,14 @@
 /* k_cuda_fused.cu — CUDA twin of the fused preview kernels (see k_cuda_fused.h).
  *
  * Layout of the work: a row of cols values is cut into units (a 32-value ggml
- * block, a group of G values, a whole row for channel groups, 256 values for
- * tensor groups); each thread quantizes, dequantizes and accumulates whole
- * units, reading the source twice (range, then values). A block of KF_THREADS
- * threads reduces its sums in a fixed tree and writes one partial; its
- * histogram is counted with integer atomics in shared memory (exact, order
- * free). kf_final then adds the partials in a fixed order in one block. The
+ * block, a k-quant super-block of 256, a group of G <= 256 values, or 256
+ * values of a longer group: a channel, G > 256, the tensor, whose ranges
+ * kf_grange and kf_range find first); each thread quantizes, dequantizes and
+ * accumulates whole units, reading the source twice (range, then values). A
+ * block of KF_THREADS threads reduces its sums in a fixed tree and writes one
+ * partial; its histogram is counted with integer atomics in shared memory,
+ * then added into the call's by global integer atomics (exact, order free).
+ * kf_final then adds the partial sums in a fixed order in one block. The
  * grid depends only on the shape and format: results are deterministic.
  *
  * Exactness: every float operation of the references is written with an
@@ -66,7 +68,7 @@ struct kf_job {
     long long glen, gpr, upg;
     double range;      /* histogram range (0: none) */
     kf_sums *parts;    /* device: one per block */
-    unsigned long long *hparts; /* device: KF_BINS per block */
+    unsigned long long *hist;   /* device: KF_BINS counts, zeroed before kf_main */
 };
 
 __constant__ float kf_nf4_levels[16] = {
@@ -563,7 +565,8 @@ __device__ void kf_block_reduce(kf_sums &s, kf_sums *sh)
     s = sh[0];
 }
 
-/* One unit per thread; one partial (sums + histogram) per block. */
+/* One unit per thread; one partial of the sums per block, its histogram
+ * added into j.hist. */
 template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
 {
     __shared__ kf_sums sh[KF_THREADS];
@@ -578,8 +581,12 @@ template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
     kf_block_reduce(s, sh); /* its __syncthreads also orders the histogram atomics */
     if (threadIdx.x == 0)
         j.parts[blockIdx.x] = s;
+    /* integer counts: their sum is the same in any order (a merge of one
+     * partial histogram per block, 64 threads each walking every block's,
+     * cost kf_final a serial loop as long as the grid) */
     for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS)
-        j.hparts[(long long)blockIdx.x * KF_BINS + b] = hist[b];
+        if (hist[b])
+            atomicAdd(&j.hist[b], hist[b]);
 }
 
 /* The (min, max) of every thread's (lo, hi) in the block, in thread 0's
@@ -637,10 +644,9 @@ __global__ void __launch_bounds__(KF_THREADS) kf_grange(kf_job j, float2 *out)
         out[blockIdx.x] = m.x > m.y ? make_float2(0.0f, 0.0f) : m;
 }
 
-/* res = parts[0] + ... + parts[n - 1] (fixed order), histograms likewise. */
+/* res = parts[0] + ... + parts[n - 1] (fixed order). */
 __global__ void __launch_bounds__(KF_THREADS)
-    kf_final(const kf_sums *parts, const unsigned long long *hparts, long long n, kf_sums *res,
-             unsigned long long *hres)
+    kf_final(const kf_sums *parts, long long n, kf_sums *res)
 {
     __shared__ kf_sums sh[KF_THREADS];
     kf_sums s = {0, 0, 0, 0, 0, 0, 0};
@@ -657,12 +663,6 @@ __global__ void __launch_bounds__(KF_THREADS)
     kf_block_reduce(s, sh);
     if (threadIdx.x == 0)
         *res = s;
-    for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS) {
-        unsigned long long c = 0;
-        for (long long i = 0; i < n; i++)
-            c += hparts[i * KF_BINS + b];
-        hres[b] = c;
-    }
 }
 
 /* ---- host side ---- */
@@ -835,10 +835,9 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     const long long units = (long long)rows * j.upr;
     const long long blocks = (units + KF_THREADS - 1) / KF_THREADS;
     const int rblocks = 256;
-    const size_t o_hp = kf_align((size_t)blocks * sizeof(kf_sums));
-    const size_t o_res = o_hp + kf_align((size_t)blocks * KF_BINS * sizeof(unsigned long long));
-    const size_t o_hres = o_res + kf_align(sizeof(kf_sums));
-    const size_t o_iw = o_hres + kf_align(KF_BINS * sizeof(unsigned long long));
+    const size_t o_hist = kf_align((size_t)blocks * sizeof(kf_sums));
+    const size_t o_res = o_hist + kf_align(KF_BINS * sizeof(unsigned long long));
+    const size_t o_iw = o_res + kf_align(sizeof(kf_sums));
     const size_t o_rg = o_iw + kf_align(imatrix ? (size_t)cols * sizeof(float) : 0);
     const size_t o_gr = o_rg + kf_align(rblocks * sizeof(float2));
     const size_t total = o_gr + kf_align(wide ? (size_t)(rows * j.gpr) * sizeof(float2) : 0);
@@ -862,9 +861,10 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     j.src = dsrc;
     char *scr = static_cast<char *>(kf_scr);
     j.parts = reinterpret_cast<kf_sums *>(scr);
-    j.hparts = reinterpret_cast<unsigned long long *>(scr + o_hp);
+    j.hist = reinterpret_cast<unsigned long long *>(scr + o_hist);
     kf_sums *dres = reinterpret_cast<kf_sums *>(scr + o_res);
-    unsigned long long *dhres = reinterpret_cast<unsigned long long *>(scr + o_hres);
+    KF_TRY("cudaMemsetAsync(histogram)",
+           cudaMemsetAsync(j.hist, 0, KF_BINS * sizeof(unsigned long long)));
     if (imatrix) {
         KF_TRY("cudaMemcpy(imatrix to device)",
                cudaMemcpy(scr + o_iw, imatrix, (size_t)cols * sizeof(float),
@@ -912,14 +912,14 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     else
         kf_launch_main<K_SRC_BF16>(j, blocks);
     KF_TRY("kf_main launch", cudaGetLastError());
-    kf_final<<<1, KF_THREADS>>>(j.parts, j.hparts, blocks, dres, dhres);
+    kf_final<<<1, KF_THREADS>>>(j.parts, blocks, dres);
     KF_TRY("kf_final launch", cudaGetLastError());
     kf_sums s;
     unsigned long long h[KF_BINS];
     /* Synchronous: also reports errors of the kernels above. */
     KF_TRY("cudaMemcpy(result to host)", cudaMemcpy(&s, dres, sizeof s, cudaMemcpyDeviceToHost));
     KF_TRY("cudaMemcpy(histogram to host)",
-           cudaMemcpy(h, dhres, sizeof h, cudaMemcpyDeviceToHost));
+           cudaMemcpy(h, j.hist, sizeof h, cudaMemcpyDeviceToHost));
     if (timed) {
         float a = 0, b = 0;
         KF_TRY("cudaEventRecord", cudaEventRecord(kf_ev[2]));
