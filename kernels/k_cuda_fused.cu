@@ -45,6 +45,7 @@ enum kf_kind { KF_Q8_0, KF_Q4_0, KF_Q4_K, KF_Q6_K, KF_INT, KF_UINT, KF_FP8, KF_N
 /* Sums of one block or of the whole call. */
 struct kf_sums {
     double w2, q2, wq, e2, iwe2, iww2, maxabs;
+    double nbad; /* NaN/Inf source values (replaced by 0): an exact count below 2^53 */
 };
 
 /* What a kernel needs; passed by value. */
@@ -85,18 +86,34 @@ __constant__ float kf_nf4_mids[15] = {
     0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
 };
 
+/* Element i of the source as stored. */
+template <int T> __device__ __forceinline__ float kf_ld_raw(const void *src, long long i)
+{
+    if constexpr (T == K_SRC_F32)
+        return static_cast<const float *>(src)[i];
+    else if constexpr (T == K_SRC_F16)
+        return __half2float(__ushort_as_half(static_cast<const unsigned short *>(src)[i]));
+    else
+        return __bfloat162float(
+            __ushort_as_bfloat16(static_cast<const unsigned short *>(src)[i]));
+}
+
 /* Element i of the source, non-finite values replaced by 0. */
 template <int T> __device__ __forceinline__ float kf_ld(const void *src, long long i)
 {
-    float x;
-    if constexpr (T == K_SRC_F32)
-        x = static_cast<const float *>(src)[i];
-    else if constexpr (T == K_SRC_F16)
-        x = __half2float(__ushort_as_half(static_cast<const unsigned short *>(src)[i]));
-    else
-        x = __bfloat162float(
-            __ushort_as_bfloat16(static_cast<const unsigned short *>(src)[i]));
+    const float x = kf_ld_raw<T>(src, i);
     return isfinite(x) ? x : 0.0f;
+}
+
+/* kf_ld for the pass that accumulates a value: a NaN or Inf also counts in
+ * *bad (each source value is counted once, in its unit's last pass). */
+template <int T> __device__ __forceinline__ float kf_ldc(const void *src, long long i, double *bad)
+{
+    const float x = kf_ld_raw<T>(src, i);
+    if (isfinite(x))
+        return x;
+    *bad += 1.0;
+    return 0.0f;
 }
 
 /* x86 cvttss2si then "low byte as int8", as q_quants.c's qq_cvt_i8 models it. */
@@ -482,7 +499,7 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
         const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
         const float dh = kf_f16_round(d);
         for (int k = 0; k < 32; k++) {
-            float x = kf_ld<T>(j.src, base + k);
+            float x = kf_ldc<T>(j.src, base + k, &s.nbad);
             int l = kf_cvt_i8(roundf(__fmul_rn(x, id)));
             kf_acc(s, hist, j.range, x, __fmul_rn((float)l, dh), iw, k);
         }
@@ -499,7 +516,7 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
         const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
         const float dh = kf_f16_round(d);
         for (int k = 0; k < 32; k++) {
-            float x = kf_ld<T>(j.src, base + k);
+            float x = kf_ldc<T>(j.src, base + k, &s.nbad);
             int l = kf_cvt_i8(__fadd_rn(__fmul_rn(x, id), 8.5f));
             l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
             kf_acc(s, hist, j.range, x, __fmul_rn((float)(l - 8), dh), iw, k);
@@ -507,7 +524,7 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
     } else if (j.kind == KF_Q4_K || j.kind == KF_Q6_K) {
         float x[256], y[256];
         for (int k = 0; k < 256; k++)
-            x[k] = kf_ld<T>(j.src, base + k);
+            x[k] = kf_ldc<T>(j.src, base + k, &s.nbad);
         if (j.kind == KF_Q4_K)
             kf_q4_k(x, y);
         else
@@ -536,7 +553,7 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
         }
         const kf_gpar p = kf_params(j, lo, hi);
         for (long long k = 0; k < len; k++) {
-            float x = kf_ld<T>(j.src, base + k);
+            float x = kf_ldc<T>(j.src, base + k, &s.nbad);
             kf_acc(s, hist, j.range, x, kf_grid_one(j, p, x), iw, k);
         }
     }
@@ -558,6 +575,7 @@ __device__ void kf_block_reduce(kf_sums &s, kf_sums *sh)
             a.e2 = __dadd_rn(a.e2, b.e2);
             a.iwe2 = __dadd_rn(a.iwe2, b.iwe2);
             a.iww2 = __dadd_rn(a.iww2, b.iww2);
+            a.nbad += b.nbad;
             a.maxabs = isnan(b.maxabs) || b.maxabs > a.maxabs ? b.maxabs : a.maxabs;
         }
         __syncthreads();
@@ -574,7 +592,7 @@ template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
     for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS)
         hist[b] = 0;
     __syncthreads();
-    kf_sums s = {0, 0, 0, 0, 0, 0, 0};
+    kf_sums s = {0, 0, 0, 0, 0, 0, 0, 0};
     const long long u = (long long)blockIdx.x * KF_THREADS + threadIdx.x;
     if (u < j.rows * j.upr)
         kf_unit<T>(j, u, s, hist);
@@ -649,7 +667,7 @@ __global__ void __launch_bounds__(KF_THREADS)
     kf_final(const kf_sums *parts, long long n, kf_sums *res)
 {
     __shared__ kf_sums sh[KF_THREADS];
-    kf_sums s = {0, 0, 0, 0, 0, 0, 0};
+    kf_sums s = {0, 0, 0, 0, 0, 0, 0, 0};
     for (long long i = threadIdx.x; i < n; i += KF_THREADS) {
         const kf_sums &b = parts[i];
         s.w2 = __dadd_rn(s.w2, b.w2);
@@ -658,6 +676,7 @@ __global__ void __launch_bounds__(KF_THREADS)
         s.e2 = __dadd_rn(s.e2, b.e2);
         s.iwe2 = __dadd_rn(s.iwe2, b.iwe2);
         s.iww2 = __dadd_rn(s.iww2, b.iww2);
+        s.nbad += b.nbad;
         s.maxabs = isnan(b.maxabs) || b.maxabs > s.maxabs ? b.maxabs : s.maxabs;
     }
     kf_block_reduce(s, sh);
@@ -748,6 +767,22 @@ kf_kept *kf_find(const void *src)
     return NULL;
 }
 
+/* The kept tensor holding bytes [src, src + bytes) (a slice of rows of it,
+ * or all of it), with the slice's offset in *off; NULL when none does. */
+kf_kept *kf_find_within(const void *src, size_t bytes, size_t *off)
+{
+    const uintptr_t a = (uintptr_t)src;
+    for (int i = 0; i < KF_KEEP; i++) {
+        const uintptr_t h = (uintptr_t)kf_keep[i].host;
+        if (kf_keep[i].dev && a >= h && a - h <= kf_keep[i].bytes &&
+            bytes <= kf_keep[i].bytes - (a - h)) {
+            *off = (size_t)(a - h);
+            return &kf_keep[i];
+        }
+    }
+    return NULL;
+}
+
 void kf_drop(kf_kept *k)
 {
     if (k->dev)
@@ -778,12 +813,13 @@ template <int T> void kf_launch_grange(const kf_job &j, float2 *out)
 /* The preview on the device, lock held and device 0 current. */
 q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t cols,
                 const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
-                q_metrics_acc *res, q_err *err)
+                const float *trange, q_metrics_acc *res, int64_t *nbad, q_err *err)
 {
     /* the buffers are grown before the first event, so that cudaFree and
      * cudaMalloc stay out of the timings */
-    kf_kept *kept = kf_find(src);
-    const bool use_kept = kept && kept->bytes >= bytes;
+    size_t koff = 0;
+    kf_kept *kept = kf_find_within(src, bytes, &koff);
+    const bool use_kept = kept != NULL;
     if (!use_kept) {
         q_status st = kf_grow(&kf_src, &kf_src_cap, bytes, err);
         if (st != Q_OK)
@@ -850,7 +886,7 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     const void *dsrc;
     if (use_kept) {
         kept->used = ++kf_clock;
-        dsrc = kept->dev;
+        dsrc = static_cast<const char *>(kept->dev) + koff;
     } else {
         KF_TRY("cudaMemcpy(tensor to device)",
                cudaMemcpy(kf_src, src, bytes, cudaMemcpyHostToDevice));
@@ -871,7 +907,10 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
                           cudaMemcpyHostToDevice));
         j.iw = reinterpret_cast<const float *>(scr + o_iw);
     }
-    if (j.tensor) {
+    if (j.tensor && trange) {
+        j.tlo = trange[0];
+        j.thi = trange[1];
+    } else if (j.tensor) {
         float2 *drg = reinterpret_cast<float2 *>(scr + o_rg);
         float2 rg[rblocks];
         const long long n = (long long)rows * cols;
@@ -938,6 +977,8 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     res->sum_iw_e2 = s.iwe2;
     res->sum_iw_w2 = s.iww2;
     res->max_abs = s.maxabs;
+    if (nbad)
+        *nbad = (int64_t)s.nbad;
     res->weighted = imatrix != NULL;
     if (res->hist_range > 0.0)
         for (int b = 0; b < KF_BINS; b++)
@@ -986,7 +1027,8 @@ extern "C" bool k_cuda_fused_has(const q_fmt_spec *spec)
 
 extern "C" q_status k_cuda_preview(const void *src, k_src type, int64_t rows, int64_t cols,
                                    const q_fmt_spec *fmt, const float *imatrix,
-                                   double hist_range, q_metrics_acc *out, q_err *err)
+                                   double hist_range, const float *tensor_range,
+                                   q_metrics_acc *out, int64_t *n_nonfinite, q_err *err)
 {
     const size_t esz = kf_esize(type);
     if (esz == 0)
@@ -1021,14 +1063,28 @@ extern "C" q_status k_cuda_preview(const void *src, k_src type, int64_t rows, in
     const size_t bytes = (size_t)rows * (size_t)cols * esz;
     q_metrics_acc res;
     q_metrics_init(&res, hist_range);
+    int64_t nbad = 0;
     st = kf_locked(err, [&]() {
-        return kf_run(src, type, bytes, rows, cols, fmt, kind, imatrix, res.hist_range, &res,
-                      err);
+        return kf_run(src, type, bytes, rows, cols, fmt, kind, imatrix, res.hist_range,
+                      tensor_range, &res, &nbad, err);
     });
     if (st != Q_OK)
         return st;
     q_metrics_merge(out, &res);
+    if (n_nonfinite)
+        *n_nonfinite += nbad;
     return Q_OK;
+}
+
+extern "C" bool k_cuda_kept(const void *src, size_t bytes)
+{
+    if (!src || !k_cuda_available(NULL, 0))
+        return false;
+    pthread_mutex_lock(&kf_lock);
+    size_t off;
+    const bool kept = kf_find_within(src, bytes, &off) != NULL;
+    pthread_mutex_unlock(&kf_lock);
+    return kept;
 }
 
 extern "C" q_status k_cuda_keep(const void *src, size_t bytes, q_err *err)

@@ -14,7 +14,7 @@
  * n exactly, max |e| exactly (NaN errors, from a block whose f16 scale
  * overflowed, make it NaN and are binned nowhere, as q_metrics_add does). A
  * per-tensor scale (group Q_GROUP_TENSOR) comes from the range of the rows of
- * the call: preview a tensor in one call, not in slices.
+ * the call, or tensor_range.
  *
  * Source values that are NaN or ±Inf are replaced by 0 before quantizing, as
  * k_preview_tensor does (the CPU references see the scrubbed row).
@@ -49,16 +49,21 @@ bool k_cuda_fused_has(const q_fmt_spec *spec);
  * q_metrics_add(&a, src, fakequant(src), rows, cols, imatrix). imatrix: cols
  * importance weights (host) or NULL; it weights the error only (the
  * quantization is the plain one). hist_range <= 0 or not finite: no histogram.
- * The tensor is copied to the device once per call, unless k_cuda_keep holds
- * it. Q_EUSAGE: bad arguments (rows < 0, cols <= 0, NULL pointers, type not a
- * k_src, a spec q_fmt_check rejects or that does not fit cols), a format
+ * tensor_range: for group Q_GROUP_TENSOR, the tensor's {min, max} of finite
+ * values (q_fq_ctx), so that rows can be previewed in slices; NULL: the range
+ * of the call's rows. n_nonfinite (may be NULL) grows by the NaN/Inf source
+ * values. The rows are copied to the device once per call, unless they lie in
+ * a tensor k_cuda_keep holds (all of it or a slice of it). Q_EUSAGE: bad
+ * arguments (rows < 0, cols <= 0, NULL pointers, type not a k_src, a spec
+ * q_fmt_check rejects or that does not fit cols), a format
  * without a CUDA kernel ("no CUDA kernel for <fmt>"), or CUDA not available
  * (err carries the k_cuda_available reason). Q_ENOMEM: device memory.
  * Q_EINTERNAL naming the CUDA call on a runtime failure. On failure out is
  * unchanged. rows == 0 adds nothing and returns Q_OK. */
 q_status k_cuda_preview(const void *src, k_src type, int64_t rows, int64_t cols,
                         const q_fmt_spec *fmt, const float *imatrix, double hist_range,
-                        q_metrics_acc *out, q_err *err);
+                        const float *tensor_range, q_metrics_acc *out, int64_t *n_nonfinite,
+                        q_err *err);
 
 /* Copies bytes bytes at src to the device and keeps them there, so that later
  * k_cuda_preview calls with this src (and at most that many bytes) skip the
@@ -67,6 +72,10 @@ q_status k_cuda_preview(const void *src, k_src type, int64_t rows, int64_t cols,
  * k_cuda_forget first). Keeping src again refreshes the copy. Q_EUSAGE as
  * k_cuda_preview (NULL src, bytes 0, CUDA unavailable), Q_ENOMEM, Q_EINTERNAL. */
 q_status k_cuda_keep(const void *src, size_t bytes, q_err *err);
+
+/* True when bytes [src, src + bytes) lie in a tensor k_cuda_keep holds
+ * (false without CUDA). */
+bool k_cuda_kept(const void *src, size_t bytes);
 
 /* Drops the device copy of src if one is kept. No-op otherwise or without CUDA. */
 void k_cuda_forget(const void *src);

@@ -51,7 +51,8 @@ bool k_cuda_fused_has(const q_fmt_spec *spec)
 
 q_status k_cuda_preview(const void *src, k_src type, int64_t rows, int64_t cols,
                         const q_fmt_spec *fmt, const float *imatrix, double hist_range,
-                        q_metrics_acc *out, q_err *err)
+                        const float *tensor_range, q_metrics_acc *out, int64_t *n_nonfinite,
+                        q_err *err)
 {
     (void)src;
     (void)type;
@@ -60,7 +61,9 @@ q_status k_cuda_preview(const void *src, k_src type, int64_t rows, int64_t cols,
     (void)fmt;
     (void)imatrix;
     (void)hist_range;
+    (void)tensor_range;
     (void)out;
+    (void)n_nonfinite;
     return q_fail(err, Q_EUSAGE, "k_cuda_preview: %s", k_off_why);
 }
 
@@ -69,6 +72,13 @@ q_status k_cuda_keep(const void *src, size_t bytes, q_err *err)
     (void)src;
     (void)bytes;
     return q_fail(err, Q_EUSAGE, "k_cuda_keep: %s", k_off_why);
+}
+
+bool k_cuda_kept(const void *src, size_t bytes)
+{
+    (void)src;
+    (void)bytes;
+    return false;
 }
 
 void k_cuda_forget(const void *src)

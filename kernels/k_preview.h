@@ -12,8 +12,16 @@
  * every metric of q_metrics.h without writing the quantized tensor. Values are
  * exactly those of the scalar reference quantizers; metrics match q_metrics to
  * 1e-9 relative. Rows are measured in stored order (HF q/k permutation does not
- * change any metric). Row blocks of a fixed size have their own accumulators,
- * merged in block order: results do not depend on the thread count.
+ * change any metric). In a CUDA build with a usable GPU the exact figures of
+ * a plainly quantized format with a CUDA kernel, on an f32/f16/bf16 tensor,
+ * come from the device (k_cuda_fused.h: the same values, sums to double
+ * rounding) in slices of 2^24 values, the cancel flag polled between them;
+ * tensors up to 64 MiB stay on the device for the next preview. A failure
+ * there falls back to the CPU; QTUNE_NO_GPU=1 keeps every pass on the CPU.
+ * Kept tensors are known by their address: call k_cuda_fused_release()
+ * before closing the model they belong to.
+ * Row blocks of a fixed size have their own accumulators, merged in block
+ * order: results do not depend on the thread count.
  *
  * Estimate statistics: n of the N rows, evenly spaced (row ⌊(i + ½) N / n⌋),
  * n chosen so that n × cols ≈ 2^18 values, 16 ≤ n ≤ 256 (formats without a

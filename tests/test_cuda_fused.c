@@ -30,6 +30,8 @@
 
 #include "k_cuda.h"
 #include "k_cuda_fused.h"
+#include "k_preview.h"
+#include "mem_tensor.h"
 #include "q_dtype.h"
 #include "q_format.h"
 #include "q_metrics.h"
@@ -89,6 +91,29 @@ static void *make_data(k_src t, int64_t rows, int64_t cols)
         }
     }
     return data;
+}
+
+/* NaN and Inf values among the first n of data. */
+static int64_t count_bad(const void *data, k_src t, int64_t n)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !isfinite(get(data, t, i));
+    return bad;
+}
+
+/* The {min, max} of the finite values (q_fmt_prepare's range). */
+static void tensor_range(const void *data, k_src t, int64_t n, float tr[2])
+{
+    tr[0] = INFINITY;
+    tr[1] = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        float v = get(data, t, i);
+        if (isfinite(v)) {
+            tr[0] = fminf(tr[0], v);
+            tr[1] = fmaxf(tr[1], v);
+        }
+    }
 }
 
 /* The CPU reference of k_cuda_preview. */
@@ -198,9 +223,35 @@ static void run_type(k_src t, int64_t rows, int64_t cols, uint64_t seed)
             cpu_ref(data, t, rows, cols, &s, w, range, &c);
             q_metrics_init(&g, range);
             q_err err = {{0}};
-            if (k_cuda_preview(data, t, rows, cols, &s, w, range, &g, &err) != Q_OK)
+            int64_t nbad = 0;
+            if (k_cuda_preview(data, t, rows, cols, &s, w, range, NULL, &g, &nbad, &err) != Q_OK)
                 fail_msg("%s: k_cuda_preview: %s", what, err.msg);
             check_acc(&g, &c, what);
+            if (nbad != count_bad(data, t, rows * cols))
+                fail_msg("%s: %lld NaN/Inf counted, %lld in the data", what, (long long)nbad,
+                         (long long)count_bad(data, t, rows * cols));
+            /* the same in two slices of rows kept on the device, a per-tensor
+             * scale from the tensor's range */
+            if (weighted || rows < 2)
+                continue;
+            float tr[2];
+            tensor_range(data, t, rows * cols, tr);
+            const int64_t r1 = rows / 2;
+            const size_t rb = (size_t)cols * src_size(t);
+            assert_int_equal(k_cuda_keep(data, (size_t)rows * rb, &err), Q_OK);
+            q_metrics_init(&g, range);
+            nbad = 0;
+            assert_int_equal(k_cuda_preview(data, t, r1, cols, &s, NULL, range, tr, &g, &nbad,
+                                            &err), Q_OK);
+            assert_int_equal(k_cuda_preview((const char *)data + (size_t)r1 * rb, t, rows - r1,
+                                            cols, &s, NULL, range, tr, &g, &nbad, &err), Q_OK);
+            double cms = -1;
+            assert_true(k_cuda_preview_timing(&cms, NULL));
+            assert_true(cms == 0.0); /* a slice of the kept tensor: no copy */
+            k_cuda_forget(data);
+            snprintf(what + strlen(what), sizeof what - strlen(what), " in two slices");
+            check_acc(&g, &c, what);
+            assert_int_equal(nbad, count_bad(data, t, rows * cols));
         }
     }
     free(iw);
@@ -260,10 +311,72 @@ static void test_overflow(void **state)
             cpu_ref(data, t, rows, cols, &s, NULL, 0.05, &c);
             q_metrics_init(&g, 0.05);
             q_err err = {{0}};
-            if (k_cuda_preview(data, t, rows, cols, &s, NULL, 0.05, &g, &err) != Q_OK)
+            if (k_cuda_preview(data, t, rows, cols, &s, NULL, 0.05, NULL, &g, NULL, &err) != Q_OK)
                 fail_msg("%s: k_cuda_preview: %s", what, err.msg);
             check_acc(&g, &c, what);
         }
+        free(data);
+    }
+}
+
+/* k_preview_tensor's exact pass on the GPU against the same call on the CPU
+ * (QTUNE_NO_GPU=1): metrics and the NaN/Inf count, for a tensor larger than
+ * one GPU slice (2^24 values) and one small enough to be kept, per-tensor and
+ * k-quant formats included; and a cancel before the exact pass. */
+static void test_preview_gpu(void **state)
+{
+    (void)state;
+    if (!g_avail)
+        skip();
+    static const char *const names[] = {"q8_0", "q4_k", "int4", "fp8_e4m3", "nf4"};
+    static const struct {
+        k_src t;
+        int64_t rows, cols;
+    } shapes[] = {{K_SRC_F32, 4352, 4096}, {K_SRC_BF16, 96, 2048}};
+    for (size_t sh = 0; sh < 2; sh++) {
+        const k_src t = shapes[sh].t;
+        const int64_t rows = shapes[sh].rows, cols = shapes[sh].cols;
+        rng_state = 11 + sh;
+        void *data = make_data(t, rows, cols);
+        q_tensor ten;
+        mem_tensor(&ten, "blk.0.ffn_up.weight", data, t == K_SRC_F32 ? Q_DT_F32 : Q_DT_BF16, rows,
+                   cols);
+        for (size_t k = 0; k < sizeof names / sizeof names[0] + 1; k++) {
+            k_preview_req req;
+            memset(&req, 0, sizeof req);
+            req.tensor = &ten;
+            req.method = Q_METHOD_RTN;
+            req.skip_estimate = true;
+            if (k < sizeof names / sizeof names[0]) {
+                assert_true(q_fmt_parse(names[k], &req.fmt));
+            } else {
+                assert_true(q_fmt_parse("int4", &req.fmt));
+                req.fmt.group = Q_GROUP_TENSOR;
+            }
+            k_preview_result g, c;
+            q_err err = {{0}};
+            unsetenv("QTUNE_NO_GPU");
+            assert_int_equal(k_preview_tensor(&req, NULL, NULL, &g, &err), Q_OK);
+            setenv("QTUNE_NO_GPU", "1", 1);
+            assert_int_equal(k_preview_tensor(&req, NULL, NULL, &c, &err), Q_OK);
+            unsetenv("QTUNE_NO_GPU");
+            char what[96], name[32];
+            snprintf(what, sizeof what, "k_preview_tensor %s %lldx%lld %s", src_name(t),
+                     (long long)rows, (long long)cols, q_fmt_name(&req.fmt, name, sizeof name));
+            check_acc(&g.acc, &c.acc, what);
+            assert_int_equal(g.n_nonfinite, c.n_nonfinite);
+            assert_int_equal(g.rows_done, rows);
+        }
+        atomic_int cancel = 1;
+        k_preview_req req;
+        memset(&req, 0, sizeof req);
+        req.tensor = &ten;
+        req.method = Q_METHOD_RTN;
+        req.cancel = &cancel;
+        assert_true(q_fmt_parse("q8_0", &req.fmt));
+        q_err err = {{0}};
+        assert_int_equal(k_preview_tensor(&req, NULL, NULL, NULL, &err), Q_ECANCELLED);
+        k_cuda_forget(data);
         free(data);
     }
 }
@@ -283,26 +396,27 @@ static void test_deterministic_keep(void **state)
     q_err err = {{0}};
     q_metrics_init(&a, 0.01);
     q_metrics_init(&b, 0.01);
-    assert_int_equal(k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, &a, &err),
-                     Q_OK);
+    assert_int_equal(
+        k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, NULL, &a, NULL, &err), Q_OK);
     assert_int_equal(k_cuda_keep(data, (size_t)(rows * cols) * 2, &err), Q_OK);
-    assert_int_equal(k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, &b, &err),
-                     Q_OK);
+    assert_int_equal(
+        k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, NULL, &b, NULL, &err), Q_OK);
     double cms = -1, kms = -1;
     assert_true(k_cuda_preview_timing(&cms, &kms));
     assert_true(cms == 0.0 && kms > 0.0); /* kept: no copy */
     assert_memory_equal(&a, &b, sizeof a);
     twice = a;
-    assert_int_equal(k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, &twice,
-                                    &err), Q_OK);
+    assert_int_equal(
+        k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, NULL, &twice, NULL, &err),
+        Q_OK);
     once = a;
     q_metrics_merge(&once, &b);
     assert_memory_equal(&twice, &once, sizeof once);
     k_cuda_forget(data);
     k_cuda_fused_release();
     q_metrics_init(&b, 0.01);
-    assert_int_equal(k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, &b, &err),
-                     Q_OK);
+    assert_int_equal(
+        k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, NULL, &b, NULL, &err), Q_OK);
     assert_memory_equal(&a, &b, sizeof a);
     free(data);
 }
@@ -320,19 +434,26 @@ static void test_usage(void **state)
     before = m;
     q_err err = {{0}};
     assert_true(q_fmt_parse("q8_0", &s));
-    assert_int_equal(k_cuda_preview(x, (k_src)9, 1, 64, &s, NULL, 0, &m, &err), Q_EUSAGE);
-    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 1, 64, &s, NULL, 0, NULL, &err), Q_EUSAGE);
-    assert_int_equal(k_cuda_preview(x, K_SRC_F32, -1, 64, &s, NULL, 0, &m, &err), Q_EUSAGE);
-    assert_int_equal(k_cuda_preview(NULL, K_SRC_F32, 1, 64, &s, NULL, 0, &m, &err), Q_EUSAGE);
-    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 1, 48, &s, NULL, 0, &m, &err), Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(x, (k_src)9, 1, 64, &s, NULL, 0, NULL, &m, NULL, &err),
+                     Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 1, 64, &s, NULL, 0, NULL, NULL, NULL, &err),
+                     Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(x, K_SRC_F32, -1, 64, &s, NULL, 0, NULL, &m, NULL, &err),
+                     Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(NULL, K_SRC_F32, 1, 64, &s, NULL, 0, NULL, &m, NULL, &err),
+                     Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 1, 48, &s, NULL, 0, NULL, &m, NULL, &err),
+                     Q_EUSAGE);
     assert_true(q_fmt_parse("q5_k", &s));
     assert_false(k_cuda_fused_has(&s));
-    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 1, 256, &s, NULL, 0, &m, &err), Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 1, 256, &s, NULL, 0, NULL, &m, NULL, &err),
+                     Q_EUSAGE);
     assert_non_null(strstr(err.msg, "no CUDA kernel"));
     assert_memory_equal(&m, &before, sizeof m);
     assert_true(q_fmt_parse("q8_0", &s));
     assert_true(k_cuda_fused_has(&s));
-    assert_int_equal(k_cuda_preview(NULL, K_SRC_F32, 0, 64, &s, NULL, 0, &m, &err), Q_OK);
+    assert_int_equal(k_cuda_preview(NULL, K_SRC_F32, 0, 64, &s, NULL, 0, NULL, &m, NULL, &err),
+                     Q_OK);
     assert_memory_equal(&m, &before, sizeof m);
     assert_int_equal(k_cuda_keep(NULL, 4, &err), Q_EUSAGE);
     k_cuda_forget(x); /* not kept: no-op */
@@ -355,12 +476,14 @@ static void test_timings(void **state)
         q_err err = {{0}};
         double cms = 0, kms = 0, kept = 0;
         q_metrics_init(&g, 0.01);
-        if (k_cuda_preview(data, K_SRC_F32, rows, cols, &s, NULL, 0.01, &g, &err) != Q_OK)
+        if (k_cuda_preview(data, K_SRC_F32, rows, cols, &s, NULL, 0.01, NULL, &g, NULL, &err) !=
+            Q_OK)
             fail_msg("%s: %s", name, err.msg);
         assert_true(k_cuda_preview_timing(&cms, &kms));
         assert_int_equal(k_cuda_keep(data, (size_t)(rows * cols) * 4, &err), Q_OK);
-        assert_int_equal(k_cuda_preview(data, K_SRC_F32, rows, cols, &s, NULL, 0.01, &g, &err),
-                         Q_OK);
+        assert_int_equal(
+            k_cuda_preview(data, K_SRC_F32, rows, cols, &s, NULL, 0.01, NULL, &g, NULL, &err),
+            Q_OK);
         assert_true(k_cuda_preview_timing(NULL, &kept));
         k_cuda_forget(data);
         printf("test_cuda_fused: 4096x4096 f32 %-10s group %6lld: copy %7.3f ms, "
@@ -395,7 +518,8 @@ static void test_unavailable(void **state)
     q_metrics_init(&m, 0.5);
     before = m;
     q_err err = {{0}};
-    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 2, 32, &s, NULL, 0.5, &m, &err), Q_EUSAGE);
+    assert_int_equal(k_cuda_preview(x, K_SRC_F32, 2, 32, &s, NULL, 0.5, NULL, &m, NULL, &err),
+                     Q_EUSAGE);
     assert_non_null(strstr(err.msg, why));
     assert_null(strchr(err.msg, '\n'));
     assert_memory_equal(&m, &before, sizeof m);
@@ -419,6 +543,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_f32),        cmocka_unit_test(test_formats_f16),
         cmocka_unit_test(test_formats_bf16),       cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_preview_gpu),
         cmocka_unit_test(test_deterministic_keep),
         cmocka_unit_test(test_usage),              cmocka_unit_test(test_timings),
         cmocka_unit_test(test_unavailable),

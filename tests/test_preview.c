@@ -29,6 +29,7 @@
 #include "k_float.h"
 #include "k_fused.h"
 #include "k_preview.h"
+#include "mem_tensor.h"
 #include "q_blocks.h"
 #include "q_dtype.h"
 #include "q_format.h"
@@ -102,19 +103,7 @@ static void make_tensor(ttensor *tt, const float *x, int64_t rows, int64_t cols,
         else
             ((uint16_t *)tt->data)[i] = q_f32_to_bf16(x[i]);
     }
-    q_tensor *t = &tt->t;
-    t->name = t->gguf_name = (char *)"test.weight";
-    t->n_dims = 2;
-    t->ne[0] = cols;
-    t->ne[1] = rows;
-    t->ne[2] = t->ne[3] = 1;
-    t->rows = rows;
-    t->cols = cols;
-    t->dtype = dt;
-    t->params = rows * cols;
-    t->bytes = n * es;
-    t->data = tt->data;
-    t->readable = true;
+    mem_tensor(&tt->t, "test.weight", tt->data, dt, rows, cols);
 }
 
 /* The scalar reference: rows read by the model's dequantizer, NaN/Inf set to

@@ -61,7 +61,8 @@ static double preview_ms(const void *src, k_src type, int64_t rows, int64_t cols
         q_metrics_acc acc;
         q_err err;
         q_metrics_init(&acc, 0.05);
-        if (k_cuda_preview(src, type, rows, cols, spec, NULL, 0.05, &acc, &err) != Q_OK) {
+        if (k_cuda_preview(src, type, rows, cols, spec, NULL, 0.05, NULL, &acc, NULL, &err) !=
+            Q_OK) {
             fprintf(stderr, "tool_bench_cuda: %s\n", err.msg);
             return -1.0;
         }

@@ -37,6 +37,7 @@
 #include "q_dtype.h"
 #include "q_format.h"
 #include "q_grid.h"
+#include "mem_tensor.h"
 #include "tool_gen.h"
 
 static double now_s(void)
@@ -206,19 +207,7 @@ int main(int argc, char **argv)
         return 70;
     memcpy(base + offset, h ? (const void *)h : (const void *)x, nbytes);
     q_tensor t;
-    memset(&t, 0, sizeof t);
-    t.name = t.gguf_name = (char *)"bench.weight";
-    t.n_dims = 2;
-    t.ne[0] = cols;
-    t.ne[1] = rows;
-    t.ne[2] = t.ne[3] = 1;
-    t.rows = rows;
-    t.cols = cols;
-    t.dtype = (uint32_t)dt;
-    t.params = rows * cols;
-    t.bytes = nbytes;
-    t.data = base + offset;
-    t.readable = q_dtype_readable((uint32_t)dt);
+    mem_tensor(&t, "bench.weight", base + offset, (uint32_t)dt, rows, cols);
     double gb = (double)t.bytes / 1e9;
     const k_cpu *cpu = k_cpu_get();
     printf("tensor %lldx%lld %s (%.1f MB, %d bytes past a line), read bandwidth %.2f GB/s "

@@ -14,6 +14,7 @@
 
 #include "an_calib.h"
 #include "cli.h"
+#include "k_cuda_fused.h"
 #include "q_apply.h"
 #include "q_dtype.h"
 #include "q_format.h"
@@ -80,6 +81,7 @@ static void job_free(quant_job *j)
     q_imatrix_free(j->imatrix);
     free(j->out_err);
     q_plan_free(j->plan);
+    k_cuda_fused_release(); /* its kept tensors are the model's, keyed by address */
     q_model_close(j->model);
 }
 

@@ -16,6 +16,7 @@
 
 #include "an_calib.h"
 #include "an_stats.h"
+#include "k_cuda_fused.h"
 #include "k_preview.h"
 #include "q_imatrix.h"
 #include "q_plan.h"
@@ -2723,6 +2724,7 @@ static void cleanup(void)
     q_imatrix_free(A.im);
     for (int i = 0; i < A.n_old_im; i++)
         q_imatrix_free(A.old_im[i]);
+    k_cuda_fused_release(); /* its kept tensors are the model's, keyed by address */
     q_model_close(A.m);
     memset(&A, 0, sizeof A);
 }
