@@ -468,9 +468,21 @@ __device__ void kf_q6_k(const float *x, float *y)
     }
 }
 
+/* Kinds of kf_unit's code, one instantiation of kf_main each: the k-quant
+ * searches' 256-value arrays (a 2.4 KB stack frame, ~128 registers) then
+ * weigh on their own kernel only, not on the 32-value formats' and grids'. */
+enum kf_family { KF_FAM_BLOCK32, KF_FAM_KQUANT, KF_FAM_GRID };
+
+__host__ __device__ constexpr int kf_family_of(int kind)
+{
+    return kind == KF_Q8_0 || kind == KF_Q4_0   ? KF_FAM_BLOCK32
+           : kind == KF_Q4_K || kind == KF_Q6_K ? KF_FAM_KQUANT
+                                                : KF_FAM_GRID;
+}
+
 /* Unit u (0 <= u < rows × upr): quantize, dequantize, accumulate into s and
- * hist (a shared-memory histogram in kf_main). */
-template <int T>
+ * hist (a shared-memory histogram in kf_main); j.kind of family F. */
+template <int T, int F>
 __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long *hist)
 {
     const long long r = u / j.upr;
@@ -489,39 +501,41 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
     }
     const long long base = r * j.cols + c0;
     const float *iw = j.iw ? j.iw + c0 : nullptr;
-    if (j.kind == KF_Q8_0) {
-        float amax = 0.0f;
-        for (int k = 0; k < 32; k++) {
-            float a = fabsf(kf_ld<T>(j.src, base + k));
-            amax = amax > a ? amax : a;
-        }
-        const float d = __fdiv_rn(amax, 127.0f);
-        const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
-        const float dh = kf_f16_round(d);
-        for (int k = 0; k < 32; k++) {
-            float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-            int l = kf_cvt_i8(roundf(__fmul_rn(x, id)));
-            kf_acc(s, hist, j.range, x, __fmul_rn((float)l, dh), iw, k);
-        }
-    } else if (j.kind == KF_Q4_0) {
-        float amax = 0.0f, max = 0.0f;
-        for (int k = 0; k < 32; k++) {
-            float x = kf_ld<T>(j.src, base + k);
-            if (amax < fabsf(x)) {
-                amax = fabsf(x);
-                max = x;
+    if constexpr (F == KF_FAM_BLOCK32) {
+        if (j.kind == KF_Q8_0) {
+            float amax = 0.0f;
+            for (int k = 0; k < 32; k++) {
+                float a = fabsf(kf_ld<T>(j.src, base + k));
+                amax = amax > a ? amax : a;
+            }
+            const float d = __fdiv_rn(amax, 127.0f);
+            const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+            const float dh = kf_f16_round(d);
+            for (int k = 0; k < 32; k++) {
+                float x = kf_ldc<T>(j.src, base + k, &s.nbad);
+                int l = kf_cvt_i8(roundf(__fmul_rn(x, id)));
+                kf_acc(s, hist, j.range, x, __fmul_rn((float)l, dh), iw, k);
+            }
+        } else { /* q4_0 */
+            float amax = 0.0f, max = 0.0f;
+            for (int k = 0; k < 32; k++) {
+                float x = kf_ld<T>(j.src, base + k);
+                if (amax < fabsf(x)) {
+                    amax = fabsf(x);
+                    max = x;
+                }
+            }
+            const float d = __fdiv_rn(max, -8.0f);
+            const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+            const float dh = kf_f16_round(d);
+            for (int k = 0; k < 32; k++) {
+                float x = kf_ldc<T>(j.src, base + k, &s.nbad);
+                int l = kf_cvt_i8(__fadd_rn(__fmul_rn(x, id), 8.5f));
+                l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
+                kf_acc(s, hist, j.range, x, __fmul_rn((float)(l - 8), dh), iw, k);
             }
         }
-        const float d = __fdiv_rn(max, -8.0f);
-        const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
-        const float dh = kf_f16_round(d);
-        for (int k = 0; k < 32; k++) {
-            float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-            int l = kf_cvt_i8(__fadd_rn(__fmul_rn(x, id), 8.5f));
-            l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
-            kf_acc(s, hist, j.range, x, __fmul_rn((float)(l - 8), dh), iw, k);
-        }
-    } else if (j.kind == KF_Q4_K || j.kind == KF_Q6_K) {
+    } else if constexpr (F == KF_FAM_KQUANT) {
         float x[256], y[256];
         for (int k = 0; k < 256; k++)
             x[k] = kf_ldc<T>(j.src, base + k, &s.nbad);
@@ -585,7 +599,7 @@ __device__ void kf_block_reduce(kf_sums &s, kf_sums *sh)
 
 /* One unit per thread; one partial of the sums per block, its histogram
  * added into j.hist. */
-template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
+template <int T, int F> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
 {
     __shared__ kf_sums sh[KF_THREADS];
     __shared__ unsigned long long hist[KF_BINS];
@@ -595,7 +609,7 @@ template <int T> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
     kf_sums s = {0, 0, 0, 0, 0, 0, 0, 0};
     const long long u = (long long)blockIdx.x * KF_THREADS + threadIdx.x;
     if (u < j.rows * j.upr)
-        kf_unit<T>(j, u, s, hist);
+        kf_unit<T, F>(j, u, s, hist);
     kf_block_reduce(s, sh); /* its __syncthreads also orders the histogram atomics */
     if (threadIdx.x == 0)
         j.parts[blockIdx.x] = s;
@@ -797,7 +811,13 @@ size_t kf_align(size_t n)
 
 template <int T> void kf_launch_main(const kf_job &j, long long blocks)
 {
-    kf_main<T><<<(unsigned)blocks, KF_THREADS>>>(j);
+    const int f = kf_family_of(j.kind);
+    if (f == KF_FAM_BLOCK32)
+        kf_main<T, KF_FAM_BLOCK32><<<(unsigned)blocks, KF_THREADS>>>(j);
+    else if (f == KF_FAM_KQUANT)
+        kf_main<T, KF_FAM_KQUANT><<<(unsigned)blocks, KF_THREADS>>>(j);
+    else
+        kf_main<T, KF_FAM_GRID><<<(unsigned)blocks, KF_THREADS>>>(j);
 }
 
 template <int T> void kf_launch_range(const void *src, long long n, int blocks, float2 *out)
