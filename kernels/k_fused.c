@@ -2248,15 +2248,20 @@ KF_AVX512 static void kf_cs_fix(kf_cs *s, const kf_hc *h, k_acc_scratch *p, cons
     }
     s->run = _mm512_max_ps(s->run, s->mx);
     s->mx = _mm512_setzero_ps();
-    uint64_t any = 0;
-    for (int i = 0; i < nv; i += 4) {
-        uint64_t w;
-        memcpy(&w, &s->near[i], sizeof w);
-        any |= w;
+    /* the vectors with a lane to bin again, a bit each, visited by their
+     * bits rather than by a scan of all the step's masks: values on a
+     * coarse lattice meet bin edges in most steps (the bench tensor stored
+     * as bf16, previewed as nf4: 25,600 lanes binned again, against 1,000
+     * for its f32 values; 1 thread, best of three runs, 10.80 -> 10.57 ms,
+     * fp8_e4m3 9.88 -> 9.72) */
+    uint64_t vm = 0;
+    for (int i = 0; i < nv; i += 32) {
+        const __mmask32 live = nv - i >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (nv - i)) - 1);
+        const __m512i w = _mm512_maskz_loadu_epi16(live, &s->near[i]);
+        vm |= (uint64_t)_mm512_test_epi16_mask(w, w) << i;
     }
-    for (int i = 0; any && i < nv; i++) {
-        if (!s->near[i])
-            continue;
+    for (; vm; vm &= vm - 1) {
+        const int i = __builtin_ctzll(vm);
         const int64_t c = s->c0 + 16 * i;
         __m512 unused = _mm512_setzero_ps();
         __mmask16 nm;
