@@ -122,6 +122,7 @@ done
 # --- the CUDA preview, on a machine with an NVIDIA GPU and nvcc ---
 echo
 echo "== GPU preview (build-cuda/tests/tool_bench_cuda)"
+[ -x /usr/local/cuda/bin/nvcc ] && PATH=$PATH:/usr/local/cuda/bin
 if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1
 then
     make -s cuda >/dev/null
