@@ -820,14 +820,19 @@ template <int T> void kf_launch_main(const kf_job &j, long long blocks)
         kf_main<T, KF_FAM_GRID><<<(unsigned)blocks, KF_THREADS>>>(j);
 }
 
-template <int T> void kf_launch_range(const void *src, long long n, int blocks, float2 *out)
+/* Calls f with the source type as a compile-time constant: f(kf_type<T>{})
+ * reads it as decltype(t)::value, for the kernels' template argument. */
+template <int T> struct kf_type {
+    static constexpr int value = T;
+};
+template <typename F> void kf_on_type(k_src type, F f)
 {
-    kf_range<T><<<blocks, KF_THREADS>>>(src, n, out);
-}
-
-template <int T> void kf_launch_grange(const kf_job &j, float2 *out)
-{
-    kf_grange<T><<<(unsigned)(j.rows * j.gpr), KF_THREADS>>>(j, out);
+    if (type == K_SRC_F32)
+        f(kf_type<K_SRC_F32>{});
+    else if (type == K_SRC_F16)
+        f(kf_type<K_SRC_F16>{});
+    else
+        f(kf_type<K_SRC_BF16>{});
 }
 
 /* The preview on the device, lock held and device 0 current. */
@@ -934,12 +939,9 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
         float2 *drg = reinterpret_cast<float2 *>(scr + o_rg);
         float2 rg[rblocks];
         const long long n = (long long)rows * cols;
-        if (type == K_SRC_F32)
-            kf_launch_range<K_SRC_F32>(dsrc, n, rblocks, drg);
-        else if (type == K_SRC_F16)
-            kf_launch_range<K_SRC_F16>(dsrc, n, rblocks, drg);
-        else
-            kf_launch_range<K_SRC_BF16>(dsrc, n, rblocks, drg);
+        kf_on_type(type, [&](auto t) {
+            kf_range<decltype(t)::value><<<rblocks, KF_THREADS>>>(dsrc, n, drg);
+        });
         KF_TRY("kf_range launch", cudaGetLastError());
         KF_TRY("cudaMemcpy(range to host)",
                cudaMemcpy(rg, drg, sizeof rg, cudaMemcpyDeviceToHost));
@@ -955,21 +957,13 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
     }
     if (wide) {
         float2 *dgr = reinterpret_cast<float2 *>(scr + o_gr);
-        if (type == K_SRC_F32)
-            kf_launch_grange<K_SRC_F32>(j, dgr);
-        else if (type == K_SRC_F16)
-            kf_launch_grange<K_SRC_F16>(j, dgr);
-        else
-            kf_launch_grange<K_SRC_BF16>(j, dgr);
+        kf_on_type(type, [&](auto t) {
+            kf_grange<decltype(t)::value><<<(unsigned)(rows * j.gpr), KF_THREADS>>>(j, dgr);
+        });
         KF_TRY("kf_grange launch", cudaGetLastError());
         j.granges = dgr;
     }
-    if (type == K_SRC_F32)
-        kf_launch_main<K_SRC_F32>(j, blocks);
-    else if (type == K_SRC_F16)
-        kf_launch_main<K_SRC_F16>(j, blocks);
-    else
-        kf_launch_main<K_SRC_BF16>(j, blocks);
+    kf_on_type(type, [&](auto t) { kf_launch_main<decltype(t)::value>(j, blocks); });
     KF_TRY("kf_main launch", cudaGetLastError());
     kf_final<<<1, KF_THREADS>>>(j.parts, blocks, dres);
     KF_TRY("kf_final launch", cudaGetLastError());
