@@ -3,12 +3,15 @@
 #   make            build ./qtune
 #   make deps       install the Debian packages qtune needs (apt-get, sudo if not root)
 #   make run        generate samples/sample.gguf if missing and open it
-#   make test       unit suites, CLI tests, unit suites under ASan+UBSan, fuzzers
+#   make test       unit suites, CLI tests, unit suites under ASan+UBSan, fuzzers, and
+#                   where nvcc is found the CUDA build's suites (make cudatest)
 #   make asan       unit suites under ASan+UBSan only
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each
 #   make bench      benchmarks (print figures and the baseline measured in the same run)
 #   make cuda       build-cuda/qtune: also compile and link kernels/*.cu with nvcc
 #                   (same as make CUDA=1 B=build-cuda BIN=build-cuda/qtune)
+#   make cudatest   make cuda, then its GPU suites: on a GPU against the device, and
+#                   everywhere against the host emulation of the preview kernels
 #   make WERROR=1   warnings are errors (CI)
 
 CC      ?= gcc
@@ -62,7 +65,7 @@ else
 CU_OBJ    :=
 endif
 
-.PHONY: all deps run test unit cli tools cuda asan fuzz bench clean
+.PHONY: all deps run test unit cli tools cuda cudatest asan fuzz bench clean
 all: $(BIN)
 
 $(BIN): $(APP_OBJ) $(B)/libqtune.a
@@ -87,12 +90,14 @@ $(B)/%.o: %.c $(B)/config.stamp
 
 # The kernels equal the CPU references bit for bit only with IEEE division and
 # square root and subnormals kept: those flags come after NVCCFLAGS, which
-# cannot undo them (--use_fast_math included).
+# cannot undo them (--use_fast_math included). Their host copies (the
+# emulation of k_cuda_fused.cu) likewise need the host compiler not to
+# contract products and sums into FMAs.
 $(B)/%.cu.o: %.cu $(B)/config.stamp
 	@mkdir -p $(dir $@)
 	@echo "  NVCC    $<"
-	$(Q)$(NVCC) $(NVCCFLAGS) -ftz=false -prec-div=true -prec-sqrt=true -MMD -MP -Iquant \
-	    -Ikernels -DQTUNE_CUDA=1 -c -o $@ $<
+	$(Q)$(NVCC) $(NVCCFLAGS) -ftz=false -prec-div=true -prec-sqrt=true \
+	    -Xcompiler -ffp-contract=off -MMD -MP -Iquant -Ikernels -DQTUNE_CUDA=1 -c -o $@ $<
 
 $(B)/tests/%: tests/%.c $(B)/libqtune.a
 	@mkdir -p $(dir $@)
@@ -131,13 +136,27 @@ tools: $(TOOLS)
 cli: qtune tools
 	@bash tests/cli/run.sh
 
-test: unit cli asan fuzz
+test: unit cli asan fuzz cudatest
 	@echo "make test: all suites passed"
 
 # `make CUDA=1` builds into build-cuda/ so CPU and CUDA objects never mix.
 cuda:
 	$(Q)$(MAKE) --no-print-directory CUDA=1 B=build-cuda BIN=build-cuda/qtune build-cuda/qtune \
 	    $(TEST_SRC:tests/%.c=build-cuda/tests/%) $(TOOL_SRC:tests/%.c=build-cuda/tests/%)
+
+# The CUDA build's GPU suites. Without a GPU, test_cuda skips and
+# test_cuda_fused runs its tests on the emulated device (k_cuda_fused_emulate:
+# the kernels' own code on the host); without nvcc nothing runs.
+NVCC_PATH := $(or $(shell command -v $(NVCC) 2>/dev/null),\
+                  $(wildcard /usr/local/cuda/bin/nvcc))
+cudatest:
+ifeq ($(NVCC_PATH),)
+	@echo "== nvcc not found: the CUDA suites are skipped"
+else
+	$(Q)PATH="$$PATH:$(dir $(NVCC_PATH))" $(MAKE) --no-print-directory cuda
+	@set -e; for t in build-cuda/tests/test_cuda build-cuda/tests/test_cuda_fused; do \
+	    echo "== $$t"; QTUNE_MODELS=../shared/models $$t; done
+endif
 
 # Unit suites again, built with ASan+UBSan into their own tree.
 asan:

@@ -12,11 +12,16 @@
  * grid depends only on the shape and format: results are deterministic.
  *
  * Exactness: every float operation of the references is written with an
- * explicit round-to-nearest intrinsic (__fmul_rn, __fadd_rn, __fdiv_rn, and
- * __dadd_rn/__dmul_rn for the metric sums), which nvcc never contracts into an
- * FMA, whatever -fmad says. rintf is round-half-even, roundf half away from
- * zero, as in C. f32 -> f16 is __float2half_rn (nearest even, like q_f32_to_f16).
- * No atomics on doubles.
+ * explicit round-to-nearest operation (M, A, S, Dv, and DA, DM... for the
+ * metric sums: on the device __fmul_rn, __fadd_rn, __fdiv_rn, __dadd_rn...,
+ * which nvcc never contracts into an FMA, whatever -fmad says). rintf is
+ * round-half-even, roundf half away from zero, as in C. f32 -> f16 is
+ * __float2half_rn (nearest even, like q_f32_to_f16). No atomics on doubles.
+ *
+ * Emulation (k_cuda_fused_emulate): everything below the launches is
+ * __host__ __device__, and kf_emu_run runs the same grids on the host, block
+ * after block and thread after thread, with the device's trees (kf_emu_tree
+ * walks kf_block_tree's levels), so tests check this code without a GPU.
  */
 #include <math.h>
 #include <pthread.h>
@@ -39,6 +44,7 @@ constexpr int KF_THREADS = 128; /* threads per block (a power of two) */
 constexpr int KF_BINS = Q_ERR_HIST_BINS;
 constexpr int KF_KEEP = 4;      /* tensors k_cuda_keep holds at most */
 constexpr long long KF_TENSOR_UNIT = 256;
+constexpr int KF_RBLOCKS = 256; /* blocks of kf_range */
 
 enum kf_kind { KF_Q8_0, KF_Q4_0, KF_Q4_K, KF_Q6_K, KF_INT, KF_UINT, KF_FP8, KF_NF4, KF_NONE };
 
@@ -72,22 +78,119 @@ struct kf_job {
     unsigned long long *hist;   /* device: KF_BINS counts, zeroed before kf_main */
 };
 
-__constant__ float kf_nf4_levels[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
-};
-__constant__ float kf_nf4_mids[15] = {
-    -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f,
-    -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
-    -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
-    0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
-    0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
-};
+/* The kernels' code is __host__ __device__ (KF_HD) from here to the kernels:
+ * the same source runs on the device and, one simulated thread at a time, on
+ * the host (k_cuda_fused_emulate). Every rounding is explicit: on the device
+ * the round-to-nearest intrinsics, which nvcc never contracts into an FMA; on
+ * the host the IEEE operations of nvcc's host compiler (x86-64 SSE; the rule
+ * passes -ffp-contract=off). M = a*b, A = a+b, S = a-b, Dv = a/b in float,
+ * DA, DS, DM, DDv in double. */
+#define KF_HD __host__ __device__
+#ifdef __CUDA_ARCH__
+#define KF_ON(dev, host) (dev)
+#else
+#define KF_ON(dev, host) (host)
+#endif
+
+KF_HD __forceinline__ float M(float a, float b)
+{
+    return KF_ON(__fmul_rn(a, b), a * b);
+}
+KF_HD __forceinline__ float A(float a, float b)
+{
+    return KF_ON(__fadd_rn(a, b), a + b);
+}
+KF_HD __forceinline__ float S(float a, float b)
+{
+    return KF_ON(__fsub_rn(a, b), a - b);
+}
+KF_HD __forceinline__ float Dv(float a, float b)
+{
+    return KF_ON(__fdiv_rn(a, b), a / b);
+}
+KF_HD __forceinline__ float kf_sqrt(float a)
+{
+    return KF_ON(__fsqrt_rn(a), sqrtf(a));
+}
+KF_HD __forceinline__ double DA(double a, double b)
+{
+    return KF_ON(__dadd_rn(a, b), a + b);
+}
+KF_HD __forceinline__ double DS(double a, double b)
+{
+    return KF_ON(__dsub_rn(a, b), a - b);
+}
+KF_HD __forceinline__ double DM(double a, double b)
+{
+    return KF_ON(__dmul_rn(a, b), a * b);
+}
+KF_HD __forceinline__ double DDv(double a, double b)
+{
+    return KF_ON(__ddiv_rn(a, b), a / b);
+}
+
+/* The bits of a float and back (memcpy: a register move on the device). */
+template <typename To, typename From> KF_HD __forceinline__ To kf_bitcast(From v)
+{
+    static_assert(sizeof(To) == sizeof(From), "kf_bitcast: sizes differ");
+    To t;
+    memcpy(&t, &v, sizeof t);
+    return t;
+}
+KF_HD __forceinline__ unsigned kf_f2u(float f)
+{
+    return kf_bitcast<unsigned>(f);
+}
+KF_HD __forceinline__ int kf_f2i(float f)
+{
+    return kf_bitcast<int>(f);
+}
+KF_HD __forceinline__ float kf_u2f(unsigned u)
+{
+    return kf_bitcast<float>(u);
+}
+
+/* One more value in histogram bin *h: shared memory, shared by the block's
+ * threads on the device; the simulated block's own array on the host. */
+KF_HD __forceinline__ void kf_count(unsigned long long *h)
+{
+#ifdef __CUDA_ARCH__
+    atomicAdd(h, 1ull);
+#else
+    ++*h;
+#endif
+}
+
+#define KF_NF4_LEVELS                                                                           \
+    {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,                  \
+     -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,                 \
+     0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,    \
+     0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f}
+#define KF_NF4_MIDS                                                                             \
+    {-0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f,                          \
+     -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,                       \
+     -0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,                         \
+     0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,                             \
+     0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f}
+__constant__ float kf_nf4_levels_d[16] = KF_NF4_LEVELS;
+__constant__ float kf_nf4_mids_d[15] = KF_NF4_MIDS;
+#ifndef __CUDA_ARCH__ /* the host's copies (the device pass would not use them) */
+const float kf_nf4_levels_h[16] = KF_NF4_LEVELS;
+const float kf_nf4_mids_h[15] = KF_NF4_MIDS;
+#endif
+
+/* nf4 level i and the midpoint between levels k and k + 1. */
+KF_HD __forceinline__ float kf_nf4_level(int i)
+{
+    return KF_ON(kf_nf4_levels_d[i], kf_nf4_levels_h[i]);
+}
+KF_HD __forceinline__ float kf_nf4_mid(int k)
+{
+    return KF_ON(kf_nf4_mids_d[k], kf_nf4_mids_h[k]);
+}
 
 /* Element i of the source as stored. */
-template <int T> __device__ __forceinline__ float kf_ld_raw(const void *src, long long i)
+template <int T> KF_HD __forceinline__ float kf_ld_raw(const void *src, long long i)
 {
     if constexpr (T == K_SRC_F32)
         return static_cast<const float *>(src)[i];
@@ -99,7 +202,7 @@ template <int T> __device__ __forceinline__ float kf_ld_raw(const void *src, lon
 }
 
 /* Element i of the source, non-finite values replaced by 0. */
-template <int T> __device__ __forceinline__ float kf_ld(const void *src, long long i)
+template <int T> KF_HD __forceinline__ float kf_ld(const void *src, long long i)
 {
     const float x = kf_ld_raw<T>(src, i);
     return isfinite(x) ? x : 0.0f;
@@ -107,7 +210,7 @@ template <int T> __device__ __forceinline__ float kf_ld(const void *src, long lo
 
 /* kf_ld for the pass that accumulates a value: a NaN or Inf also counts in
  * *bad (each source value is counted once, in its unit's last pass). */
-template <int T> __device__ __forceinline__ float kf_ldc(const void *src, long long i, double *bad)
+template <int T> KF_HD __forceinline__ float kf_ldc(const void *src, long long i, double *bad)
 {
     const float x = kf_ld_raw<T>(src, i);
     if (isfinite(x))
@@ -117,29 +220,29 @@ template <int T> __device__ __forceinline__ float kf_ldc(const void *src, long l
 }
 
 /* x86 cvttss2si then "low byte as int8", as q_quants.c's qq_cvt_i8 models it. */
-__device__ __forceinline__ int kf_cvt_i8(float v)
+KF_HD __forceinline__ int kf_cvt_i8(float v)
 {
     int t = (v >= -2147483648.0f && v < 2147483648.0f) ? (int)v : INT32_MIN;
     int lo = (int)((unsigned)t & 0xffu);
     return lo > 127 ? lo - 256 : lo;
 }
 
-__device__ __forceinline__ float kf_f16_round(float s)
+KF_HD __forceinline__ float kf_f16_round(float s)
 {
     return __half2float(__float2half_rn(s));
 }
 
 /* Per-thread accumulation of one value pair, q_metrics_add's operations. */
-__device__ __forceinline__ void kf_acc(kf_sums &s, unsigned long long *hist, double range,
+KF_HD __forceinline__ void kf_acc(kf_sums &s, unsigned long long *hist, double range,
                                        float x, float y, const float *iw, long long c)
 {
     double xv = x, yv = y;
-    double e = __dsub_rn(yv, xv);
-    double e2 = __dmul_rn(e, e);
-    s.w2 = __dadd_rn(s.w2, __dmul_rn(xv, xv));
-    s.q2 = __dadd_rn(s.q2, __dmul_rn(yv, yv));
-    s.wq = __dadd_rn(s.wq, __dmul_rn(xv, yv));
-    s.e2 = __dadd_rn(s.e2, e2);
+    double e = DS(yv, xv);
+    double e2 = DM(e, e);
+    s.w2 = DA(s.w2, DM(xv, xv));
+    s.q2 = DA(s.q2, DM(yv, yv));
+    s.wq = DA(s.wq, DM(xv, yv));
+    s.e2 = DA(s.e2, e2);
     /* a NaN e (a block whose f16 scale overflowed: 0 · inf) makes max |e|
      * NaN for good and is binned nowhere, as in q_metrics_add */
     double ae = fabs(e);
@@ -149,14 +252,14 @@ __device__ __forceinline__ void kf_acc(kf_sums &s, unsigned long long *hist, dou
         s.maxabs = ae;
     if (iw) {
         double v = iw[c];
-        s.iwe2 = __dadd_rn(s.iwe2, __dmul_rn(__dmul_rn(v, e), e));
-        s.iww2 = __dadd_rn(s.iww2, __dmul_rn(__dmul_rn(v, xv), xv));
+        s.iwe2 = DA(s.iwe2, DM(DM(v, e), e));
+        s.iww2 = DA(s.iww2, DM(DM(v, xv), xv));
     }
     if (range > 0.0 && !isnan(e)) {
-        double t = __dmul_rn(__ddiv_rn(__dadd_rn(e, range), __dmul_rn(2.0, range)),
+        double t = DM(DDv(DA(e, range), DM(2.0, range)),
                              (double)KF_BINS);
         int bin = !(t >= 0.0) ? 0 : t >= (double)KF_BINS ? KF_BINS - 1 : (int)t;
-        atomicAdd(&hist[bin], 1ull);
+        kf_count(&hist[bin]);
     }
 }
 
@@ -165,104 +268,87 @@ struct kf_gpar {
     float s, z, inv;
 };
 
-__device__ kf_gpar kf_params(const kf_job &j, float lo, float hi)
+KF_HD kf_gpar kf_params(const kf_job &j, float lo, float hi)
 {
     kf_gpar p = {0.0f, 0.0f, 0.0f};
     lo = fminf(lo, 0.0f);
     hi = fmaxf(hi, 0.0f);
     float amax = fmaxf(-lo, hi);
     if (j.kind == KF_INT) {
-        float s = __fdiv_rn(amax, j.half);
+        float s = Dv(amax, j.half);
         p.s = kf_f16_round(s <= 65504.0f ? s : 65504.0f);
     } else if (j.kind == KF_UINT) {
-        float s = __fdiv_rn(__fsub_rn(hi, lo), j.qhi);
+        float s = Dv(S(hi, lo), j.qhi);
         p.s = kf_f16_round(s <= 65504.0f ? s : 65504.0f);
         if (p.s > 0.0f)
-            p.z = fminf(fmaxf(rintf(__fdiv_rn(-lo, p.s)), 0.0f), j.qhi);
+            p.z = fminf(fmaxf(rintf(Dv(-lo, p.s)), 0.0f), j.qhi);
     } else if (j.kind == KF_FP8) {
-        p.s = __fdiv_rn(amax, j.fmax);
+        p.s = Dv(amax, j.fmax);
         if (!(p.s <= 3.0e38f))
             p.s = 0.0f;
     } else {
         p.s = amax <= 3.0e38f ? amax : 0.0f;
         if (p.s > 0.0f)
-            p.inv = __fdiv_rn(1.0f, p.s);
+            p.inv = Dv(1.0f, p.s);
     }
     return p;
 }
 
 /* One grid value (q_grid.c's gr_apply; fp8 through the power-of-two quantum,
  * which equals encoding and decoding the code). */
-__device__ float kf_grid_one(const kf_job &j, const kf_gpar &p, float x)
+KF_HD float kf_grid_one(const kf_job &j, const kf_gpar &p, float x)
 {
     if (!(p.s > 0.0f))
         return 0.0f;
     if (j.kind == KF_INT)
-        return __fmul_rn(fminf(fmaxf(rintf(__fdiv_rn(x, p.s)), j.qlo), j.qhi), p.s);
+        return M(fminf(fmaxf(rintf(Dv(x, p.s)), j.qlo), j.qhi), p.s);
     if (j.kind == KF_UINT) {
-        float q = fminf(fmaxf(__fadd_rn(rintf(__fdiv_rn(x, p.s)), p.z), 0.0f), j.qhi);
-        return __fmul_rn(__fsub_rn(q, p.z), p.s);
+        float q = fminf(fmaxf(A(rintf(Dv(x, p.s)), p.z), 0.0f), j.qhi);
+        return M(S(q, p.z), p.s);
     }
     if (j.kind == KF_FP8) {
-        float v = __fdiv_rn(x, p.s), a = fabsf(v), r;
+        float v = Dv(x, p.s), a = fabsf(v), r;
         if (a >= j.fmax) {
             r = j.fmax;
         } else {
-            int ex = (int)(__float_as_uint(a) >> 23) - 127;
+            int ex = (int)(kf_f2u(a) >> 23) - 127;
             ex = ex < j.emin ? j.emin : ex;
             int k = j.mbits - ex; /* -13 <= k <= 16: 2^k and 2^-k are normal */
-            float up = __uint_as_float((unsigned)(k + 127) << 23);
-            float dn = __uint_as_float((unsigned)(127 - k) << 23);
-            r = __fmul_rn(rintf(__fmul_rn(a, up)), dn);
+            float up = kf_u2f((unsigned)(k + 127) << 23);
+            float dn = kf_u2f((unsigned)(127 - k) << 23);
+            r = M(rintf(M(a, up)), dn);
         }
-        return __fmul_rn(copysignf(r, v), p.s);
+        return M(copysignf(r, v), p.s);
     }
-    float t = __fmul_rn(x, p.inv);
+    float t = M(x, p.inv);
     int i = 0;
     for (int k = 0; k < 15; k++)
-        i += t > kf_nf4_mids[k];
-    return __fmul_rn(kf_nf4_levels[i], p.s);
+        i += t > kf_nf4_mid(k);
+    return M(kf_nf4_level(i), p.s);
 }
 
 /* ---- k-quants (reference paths of q_kquants.c / q_qhelpers.c, no imatrix) ----
- * Every float operation as the C source groups it: M = a*b, A = a+b, S = a-b,
- * Dv = a/b, each rounded to nearest (no FMA). */
-__device__ __forceinline__ float M(float a, float b)
-{
-    return __fmul_rn(a, b);
-}
-__device__ __forceinline__ float A(float a, float b)
-{
-    return __fadd_rn(a, b);
-}
-__device__ __forceinline__ float S(float a, float b)
-{
-    return __fsub_rn(a, b);
-}
-__device__ __forceinline__ float Dv(float a, float b)
-{
-    return __fdiv_rn(a, b);
-}
+ * Every float operation as the C source groups it, through M, A, S and Dv. */
 
 /* ggml's nearest_int (q_qh_nearest_int). */
-__device__ __forceinline__ int kf_nearest(float f)
+KF_HD __forceinline__ int kf_nearest(float f)
 {
-    int i = __float_as_int(A(f, 12582912.f));
+    int i = kf_f2i(A(f, 12582912.f));
     return (i & 0x007fffff) - 0x00400000;
 }
 
-__device__ __forceinline__ int kf_imin(int a, int b)
+KF_HD __forceinline__ int kf_imin(int a, int b)
 {
     return a < b ? a : b;
 }
 
-__device__ __forceinline__ int kf_imax(int a, int b)
+KF_HD __forceinline__ int kf_imax(int a, int b)
 {
     return a > b ? a : b;
 }
 
 /* q_qh_make_qkx with use_mad and clamp_first false. */
-__device__ float kf_make_qkx(int n, int nmax, const float *x, const float *w, unsigned char *L,
+KF_HD float kf_make_qkx(int n, int nmax, const float *x, const float *w, unsigned char *L,
                              float *the_min, float rmin, float rdelta, int nstep)
 {
     unsigned char Laux[32];
@@ -335,7 +421,7 @@ __device__ float kf_make_qkx(int n, int nmax, const float *x, const float *w, un
 }
 
 /* q4_k super-block of 256 values: y = dequant(quantize_row_q4_K_ref(x)). */
-__device__ void kf_q4_k(const float *x, float *y)
+KF_HD void kf_q4_k(const float *x, float *y)
 {
     unsigned char L[256];
     float weights[32], scales[8], mins[8];
@@ -343,7 +429,7 @@ __device__ void kf_q4_k(const float *x, float *y)
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l)
             sum_x2 = A(sum_x2, M(x[32 * j + l], x[32 * j + l]));
-        float av_x = __fsqrt_rn(Dv(sum_x2, 32.0f));
+        float av_x = kf_sqrt(Dv(sum_x2, 32.0f));
         for (int l = 0; l < 32; ++l)
             weights[l] = A(av_x, fabsf(x[32 * j + l]));
         scales[j] = kf_make_qkx(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], -1.f, 0.1f,
@@ -380,7 +466,7 @@ __device__ void kf_q4_k(const float *x, float *y)
 }
 
 /* q_qh_make_qx with qw NULL (weights x²). */
-__device__ float kf_make_qx(int n, int nmax, const float *x, signed char *L)
+KF_HD float kf_make_qx(int n, int nmax, const float *x, signed char *L)
 {
     float max = 0, amax = 0;
     for (int i = 0; i < n; ++i) {
@@ -433,7 +519,7 @@ __device__ float kf_make_qx(int n, int nmax, const float *x, signed char *L)
 }
 
 /* q6_k super-block of 256 values: y = dequant(quantize_row_q6_K_ref(x)). */
-__device__ void kf_q6_k(const float *x, float *y)
+KF_HD void kf_q6_k(const float *x, float *y)
 {
     signed char L[256];
     float scales[16];
@@ -473,7 +559,7 @@ __device__ void kf_q6_k(const float *x, float *y)
  * weigh on their own kernel only, not on the 32-value formats' and grids'. */
 enum kf_family { KF_FAM_BLOCK32, KF_FAM_KQUANT, KF_FAM_GRID };
 
-__host__ __device__ constexpr int kf_family_of(int kind)
+KF_HD constexpr int kf_family_of(int kind)
 {
     return kind == KF_Q8_0 || kind == KF_Q4_0   ? KF_FAM_BLOCK32
            : kind == KF_Q4_K || kind == KF_Q6_K ? KF_FAM_KQUANT
@@ -483,7 +569,7 @@ __host__ __device__ constexpr int kf_family_of(int kind)
 /* Unit u (0 <= u < rows × upr): quantize, dequantize, accumulate into s and
  * hist (a shared-memory histogram in kf_main); j.kind of family F. */
 template <int T, int F>
-__device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long *hist)
+KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long *hist)
 {
     const long long r = u / j.upr;
     long long c0, len, g = 0;
@@ -508,13 +594,13 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
                 float a = fabsf(kf_ld<T>(j.src, base + k));
                 amax = amax > a ? amax : a;
             }
-            const float d = __fdiv_rn(amax, 127.0f);
-            const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+            const float d = Dv(amax, 127.0f);
+            const float id = d != 0.0f ? Dv(1.0f, d) : 0.0f;
             const float dh = kf_f16_round(d);
             for (int k = 0; k < 32; k++) {
                 float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-                int l = kf_cvt_i8(roundf(__fmul_rn(x, id)));
-                kf_acc(s, hist, j.range, x, __fmul_rn((float)l, dh), iw, k);
+                int l = kf_cvt_i8(roundf(M(x, id)));
+                kf_acc(s, hist, j.range, x, M((float)l, dh), iw, k);
             }
         } else { /* q4_0 */
             float amax = 0.0f, max = 0.0f;
@@ -525,14 +611,14 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
                     max = x;
                 }
             }
-            const float d = __fdiv_rn(max, -8.0f);
-            const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+            const float d = Dv(max, -8.0f);
+            const float id = d != 0.0f ? Dv(1.0f, d) : 0.0f;
             const float dh = kf_f16_round(d);
             for (int k = 0; k < 32; k++) {
                 float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-                int l = kf_cvt_i8(__fadd_rn(__fmul_rn(x, id), 8.5f));
+                int l = kf_cvt_i8(A(M(x, id), 8.5f));
                 l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
-                kf_acc(s, hist, j.range, x, __fmul_rn((float)(l - 8), dh), iw, k);
+                kf_acc(s, hist, j.range, x, M((float)(l - 8), dh), iw, k);
             }
         }
     } else if constexpr (F == KF_FAM_KQUANT) {
@@ -573,28 +659,85 @@ __device__ void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long 
     }
 }
 
-/* Fixed-order tree over the block; result in thread 0. All threads call. */
-__device__ void kf_block_reduce(kf_sums &s, kf_sums *sh)
+/* Sums b into a: one step of every fixed-order reduction of kf_sums. */
+struct kf_add_sums {
+    KF_HD void operator()(kf_sums &a, const kf_sums &b) const
+    {
+        a.w2 = DA(a.w2, b.w2);
+        a.q2 = DA(a.q2, b.q2);
+        a.wq = DA(a.wq, b.wq);
+        a.e2 = DA(a.e2, b.e2);
+        a.iwe2 = DA(a.iwe2, b.iwe2);
+        a.iww2 = DA(a.iww2, b.iww2);
+        a.nbad += b.nbad;
+        a.maxabs = isnan(b.maxabs) || b.maxabs > a.maxabs ? b.maxabs : a.maxabs;
+    }
+};
+
+/* Widens the range a = (min, max) by b. */
+struct kf_add_range {
+    KF_HD void operator()(float2 &a, const float2 &b) const
+    {
+        a.x = fminf(a.x, b.x);
+        a.y = fmaxf(a.y, b.y);
+    }
+};
+
+/* The (min, max) of the finite values src[first], src[first + stride], ...
+ * before end: one thread's part of kf_range and kf_grange. */
+template <int T>
+KF_HD float2 kf_range_part(const void *src, long long first, long long end, long long stride)
+{
+    float2 m = make_float2(INFINITY, -INFINITY);
+    for (long long i = first; i < end; i += stride) {
+        const float x = kf_ld<T>(src, i);
+        m.x = fminf(m.x, x);
+        m.y = fmaxf(m.y, x);
+    }
+    return m;
+}
+
+/* Thread t's part of group g of j (rows × gpr groups of glen values, the last
+ * of a row possibly shorter). */
+template <int T> KF_HD float2 kf_grange_part(const kf_job &j, long long g, int t)
+{
+    const long long r = g / j.gpr, c0 = g % j.gpr * j.glen;
+    const long long len = j.cols - c0 < j.glen ? j.cols - c0 : j.glen;
+    const long long base = r * j.cols + c0;
+    return kf_range_part<T>(j.src, base + t, base + len, KF_THREADS);
+}
+
+/* A group's range as kf_unit's own loop finds it: (0, 0) when it has no
+ * finite value (the sign of a zero extreme may differ from that loop's, which
+ * changes no error: y is then 0 of either sign). */
+KF_HD float2 kf_grange_done(float2 m)
+{
+    return m.x > m.y ? make_float2(0.0f, 0.0f) : m;
+}
+
+/* Thread t's part of kf_final: parts t, t + KF_THREADS, ... in order. */
+KF_HD kf_sums kf_final_part(const kf_sums *parts, long long n, int t)
+{
+    kf_sums s = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long long i = t; i < n; i += KF_THREADS)
+        kf_add_sums()(s, parts[i]);
+    return s;
+}
+
+/* The fixed-order tree over a block: at level h (KF_THREADS / 2, ..., 1)
+ * thread t < h combines sh[t + h] into sh[t]. The result (sh[0]) in every
+ * thread's return value. All threads call. */
+template <typename V, typename F> __device__ V kf_block_tree(V v, V *sh, F comb)
 {
     const int t = (int)threadIdx.x;
-    sh[t] = s;
+    sh[t] = v;
     __syncthreads();
     for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
-        if (t < h) {
-            kf_sums &a = sh[t];
-            const kf_sums &b = sh[t + h];
-            a.w2 = __dadd_rn(a.w2, b.w2);
-            a.q2 = __dadd_rn(a.q2, b.q2);
-            a.wq = __dadd_rn(a.wq, b.wq);
-            a.e2 = __dadd_rn(a.e2, b.e2);
-            a.iwe2 = __dadd_rn(a.iwe2, b.iwe2);
-            a.iww2 = __dadd_rn(a.iww2, b.iww2);
-            a.nbad += b.nbad;
-            a.maxabs = isnan(b.maxabs) || b.maxabs > a.maxabs ? b.maxabs : a.maxabs;
-        }
+        if (t < h)
+            comb(sh[t], sh[t + h]);
         __syncthreads();
     }
-    s = sh[0];
+    return sh[0];
 }
 
 /* One unit per thread; one partial of the sums per block, its histogram
@@ -610,7 +753,7 @@ template <int T, int F> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf
     const long long u = (long long)blockIdx.x * KF_THREADS + threadIdx.x;
     if (u < j.rows * j.upr)
         kf_unit<T, F>(j, u, s, hist);
-    kf_block_reduce(s, sh); /* its __syncthreads also orders the histogram atomics */
+    s = kf_block_tree(s, sh, kf_add_sums()); /* its barriers also order the histogram atomics */
     if (threadIdx.x == 0)
         j.parts[blockIdx.x] = s;
     /* integer counts: their sum is the same in any order (a merge of one
@@ -621,59 +764,28 @@ template <int T, int F> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf
             atomicAdd(&j.hist[b], hist[b]);
 }
 
-/* The (min, max) of every thread's (lo, hi) in the block, in thread 0's
- * return value. All threads call. */
-__device__ float2 kf_block_minmax(float lo, float hi, float2 *sh)
-{
-    sh[threadIdx.x] = make_float2(lo, hi);
-    __syncthreads();
-    for (int h = KF_THREADS / 2; h > 0; h >>= 1) {
-        if ((int)threadIdx.x < h) {
-            sh[threadIdx.x].x = fminf(sh[threadIdx.x].x, sh[threadIdx.x + h].x);
-            sh[threadIdx.x].y = fmaxf(sh[threadIdx.x].y, sh[threadIdx.x + h].y);
-        }
-        __syncthreads();
-    }
-    return sh[0];
-}
-
 /* Range (min, max) of the finite source values, one pair per block. */
 template <int T>
 __global__ void __launch_bounds__(KF_THREADS) kf_range(const void *src, long long n,
                                                       float2 *out)
 {
     __shared__ float2 sh[KF_THREADS];
-    float lo = INFINITY, hi = -INFINITY;
-    const long long stride = (long long)gridDim.x * KF_THREADS;
-    for (long long i = (long long)blockIdx.x * KF_THREADS + threadIdx.x; i < n; i += stride) {
-        float x = kf_ld<T>(src, i);
-        lo = fminf(lo, x);
-        hi = fmaxf(hi, x);
-    }
-    const float2 m = kf_block_minmax(lo, hi, sh);
+    const long long first = (long long)blockIdx.x * KF_THREADS + threadIdx.x;
+    const float2 m = kf_block_tree(
+        kf_range_part<T>(src, first, n, (long long)gridDim.x * KF_THREADS), sh, kf_add_range());
     if (threadIdx.x == 0)
         out[blockIdx.x] = m;
 }
 
-/* Range (min, max) of the finite values of group blockIdx.x of j (rows ×
- * gpr groups of glen values, the last of a row possibly shorter) into
- * out[blockIdx.x], as kf_unit's own loop finds it (the sign of a zero
- * extreme may differ, which changes no error: y is then 0 of either sign). */
+/* Range of group blockIdx.x of j into out[blockIdx.x]. */
 template <int T>
 __global__ void __launch_bounds__(KF_THREADS) kf_grange(kf_job j, float2 *out)
 {
     __shared__ float2 sh[KF_THREADS];
-    const long long r = blockIdx.x / j.gpr, c0 = blockIdx.x % j.gpr * j.glen;
-    const long long len = j.cols - c0 < j.glen ? j.cols - c0 : j.glen;
-    float lo = INFINITY, hi = -INFINITY;
-    for (long long i = threadIdx.x; i < len; i += KF_THREADS) {
-        float x = kf_ld<T>(j.src, r * j.cols + c0 + i);
-        lo = fminf(lo, x);
-        hi = fmaxf(hi, x);
-    }
-    const float2 m = kf_block_minmax(lo, hi, sh);
+    const float2 m = kf_block_tree(kf_grange_part<T>(j, blockIdx.x, (int)threadIdx.x), sh,
+                                   kf_add_range());
     if (threadIdx.x == 0)
-        out[blockIdx.x] = m.x > m.y ? make_float2(0.0f, 0.0f) : m;
+        out[blockIdx.x] = kf_grange_done(m);
 }
 
 /* res = parts[0] + ... + parts[n - 1] (fixed order). */
@@ -681,19 +793,7 @@ __global__ void __launch_bounds__(KF_THREADS)
     kf_final(const kf_sums *parts, long long n, kf_sums *res)
 {
     __shared__ kf_sums sh[KF_THREADS];
-    kf_sums s = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (long long i = threadIdx.x; i < n; i += KF_THREADS) {
-        const kf_sums &b = parts[i];
-        s.w2 = __dadd_rn(s.w2, b.w2);
-        s.q2 = __dadd_rn(s.q2, b.q2);
-        s.wq = __dadd_rn(s.wq, b.wq);
-        s.e2 = __dadd_rn(s.e2, b.e2);
-        s.iwe2 = __dadd_rn(s.iwe2, b.iwe2);
-        s.iww2 = __dadd_rn(s.iww2, b.iww2);
-        s.nbad += b.nbad;
-        s.maxabs = isnan(b.maxabs) || b.maxabs > s.maxabs ? b.maxabs : s.maxabs;
-    }
-    kf_block_reduce(s, sh);
+    const kf_sums s = kf_block_tree(kf_final_part(parts, n, (int)threadIdx.x), sh, kf_add_sums());
     if (threadIdx.x == 0)
         *res = s;
 }
@@ -705,6 +805,7 @@ struct kf_kept {
     size_t bytes;
     void *dev;
     unsigned long long used; /* LRU stamp */
+    bool emulated;           /* dev is host itself (k_cuda_fused_emulate): nothing to free */
 };
 
 pthread_mutex_t kf_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -714,6 +815,7 @@ void *kf_src;          /* device scratch copy of a tensor not kept */
 size_t kf_src_cap;
 void *kf_scr;          /* device: partials, histograms, result, imatrix, ranges */
 size_t kf_scr_cap;
+bool kf_emu; /* k_cuda_fused_emulate: the kernels' code runs on the host */
 cudaEvent_t kf_ev[3];
 bool kf_ev_ok, kf_ev_tried;
 bool kf_have_timing;
@@ -799,7 +901,7 @@ kf_kept *kf_find_within(const void *src, size_t bytes, size_t *off)
 
 void kf_drop(kf_kept *k)
 {
-    if (k->dev)
+    if (k->dev && !k->emulated)
         (void)cudaFree(k->dev);
     memset(k, 0, sizeof *k);
 }
@@ -835,22 +937,11 @@ template <typename F> void kf_on_type(k_src type, F f)
         f(kf_type<K_SRC_BF16>{});
 }
 
-/* The preview on the device, lock held and device 0 current. */
-q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t cols,
-                const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
-                const float *trange, q_metrics_acc *res, int64_t *nbad, q_err *err)
+/* j's shape for a format, pointers and ranges left 0: units, groups, code
+ * ranges. True when groups are wide (their ranges come from kf_grange). */
+bool kf_setup(kf_job &j, int64_t rows, int64_t cols, const q_fmt_spec *fmt, kf_kind kind,
+              double range)
 {
-    /* the buffers are grown before the first event, so that cudaFree and
-     * cudaMalloc stay out of the timings */
-    size_t koff = 0;
-    kf_kept *kept = kf_find_within(src, bytes, &koff);
-    const bool use_kept = kept != NULL;
-    if (!use_kept) {
-        q_status st = kf_grow(&kf_src, &kf_src_cap, bytes, err);
-        if (st != Q_OK)
-            return st;
-    }
-    kf_job j;
     memset(&j, 0, sizeof j);
     j.rows = rows;
     j.cols = cols;
@@ -872,8 +963,7 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
      * thread's work, and a 4096-row tensor 32 blocks of threads: its range
      * comes first from kf_grange (a block a group), and its values go to
      * units of KF_TENSOR_UNIT */
-    const bool wide = !j.tensor && kind != KF_Q8_0 && kind != KF_Q4_0 && kind != KF_Q4_K &&
-                      kind != KF_Q6_K && j.ulen > KF_TENSOR_UNIT;
+    const bool wide = !j.tensor && kf_family_of(kind) == KF_FAM_GRID && j.ulen > KF_TENSOR_UNIT;
     if (wide) {
         j.glen = j.ulen;
         j.gpr = j.upr;
@@ -893,14 +983,65 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
         j.emin = e4 ? -6 : -14;
         j.fmax = e4 ? 448.0f : 57344.0f;
     }
+    return wide;
+}
+
+/* The tensor's range in j from kf_range's KF_RBLOCKS block ranges. */
+void kf_fold_ranges(const float2 *rg, kf_job &j)
+{
+    float2 m = make_float2(INFINITY, -INFINITY);
+    for (int i = 0; i < KF_RBLOCKS; i++)
+        kf_add_range()(m, rg[i]);
+    if (m.x > m.y)
+        m = make_float2(0.0f, 0.0f);
+    j.tlo = m.x;
+    j.thi = m.y;
+}
+
+/* The call's sums s and histogram h into res (and *nbad). */
+void kf_result(const kf_sums &s, const unsigned long long *h, int64_t rows, int64_t cols,
+               const float *imatrix, q_metrics_acc *res, int64_t *nbad)
+{
+    res->n = (int64_t)rows * cols;
+    res->sum_w2 = s.w2;
+    res->sum_q2 = s.q2;
+    res->sum_wq = s.wq;
+    res->sum_e2 = s.e2;
+    res->sum_iw_e2 = s.iwe2;
+    res->sum_iw_w2 = s.iww2;
+    res->max_abs = s.maxabs;
+    if (nbad)
+        *nbad = (int64_t)s.nbad;
+    res->weighted = imatrix != NULL;
+    if (res->hist_range > 0.0)
+        for (int b = 0; b < KF_BINS; b++)
+            res->hist[b] = (int64_t)h[b];
+}
+
+/* The preview on the device, lock held and device 0 current. */
+q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t cols,
+                const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
+                const float *trange, q_metrics_acc *res, int64_t *nbad, q_err *err)
+{
+    /* the buffers are grown before the first event, so that cudaFree and
+     * cudaMalloc stay out of the timings */
+    size_t koff = 0;
+    kf_kept *kept = kf_find_within(src, bytes, &koff);
+    const bool use_kept = kept != NULL;
+    if (!use_kept) {
+        q_status st = kf_grow(&kf_src, &kf_src_cap, bytes, err);
+        if (st != Q_OK)
+            return st;
+    }
+    kf_job j;
+    const bool wide = kf_setup(j, rows, cols, fmt, kind, range);
     const long long units = (long long)rows * j.upr;
     const long long blocks = (units + KF_THREADS - 1) / KF_THREADS;
-    const int rblocks = 256;
     const size_t o_hist = kf_align((size_t)blocks * sizeof(kf_sums));
     const size_t o_res = o_hist + kf_align(KF_BINS * sizeof(unsigned long long));
     const size_t o_iw = o_res + kf_align(sizeof(kf_sums));
     const size_t o_rg = o_iw + kf_align(imatrix ? (size_t)cols * sizeof(float) : 0);
-    const size_t o_gr = o_rg + kf_align(rblocks * sizeof(float2));
+    const size_t o_gr = o_rg + kf_align(KF_RBLOCKS * sizeof(float2));
     const size_t total = o_gr + kf_align(wide ? (size_t)(rows * j.gpr) * sizeof(float2) : 0);
     q_status st = kf_grow(&kf_scr, &kf_scr_cap, total, err);
     if (st != Q_OK)
@@ -937,23 +1078,15 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
         j.thi = trange[1];
     } else if (j.tensor) {
         float2 *drg = reinterpret_cast<float2 *>(scr + o_rg);
-        float2 rg[rblocks];
+        float2 rg[KF_RBLOCKS];
         const long long n = (long long)rows * cols;
         kf_on_type(type, [&](auto t) {
-            kf_range<decltype(t)::value><<<rblocks, KF_THREADS>>>(dsrc, n, drg);
+            kf_range<decltype(t)::value><<<KF_RBLOCKS, KF_THREADS>>>(dsrc, n, drg);
         });
         KF_TRY("kf_range launch", cudaGetLastError());
         KF_TRY("cudaMemcpy(range to host)",
                cudaMemcpy(rg, drg, sizeof rg, cudaMemcpyDeviceToHost));
-        float lo = INFINITY, hi = -INFINITY;
-        for (int i = 0; i < rblocks; i++) {
-            lo = fminf(lo, rg[i].x);
-            hi = fmaxf(hi, rg[i].y);
-        }
-        if (lo > hi)
-            lo = hi = 0.0f;
-        j.tlo = lo;
-        j.thi = hi;
+        kf_fold_ranges(rg, j);
     }
     if (wide) {
         float2 *dgr = reinterpret_cast<float2 *>(scr + o_gr);
@@ -983,29 +1116,140 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
         kf_kernel_ms = b;
         kf_have_timing = true;
     }
-    res->n = (int64_t)rows * cols;
-    res->sum_w2 = s.w2;
-    res->sum_q2 = s.q2;
-    res->sum_wq = s.wq;
-    res->sum_e2 = s.e2;
-    res->sum_iw_e2 = s.iwe2;
-    res->sum_iw_w2 = s.iww2;
-    res->max_abs = s.maxabs;
-    if (nbad)
-        *nbad = (int64_t)s.nbad;
-    res->weighted = imatrix != NULL;
-    if (res->hist_range > 0.0)
-        for (int b = 0; b < KF_BINS; b++)
-            res->hist[b] = (int64_t)h[b];
+    kf_result(s, h, rows, cols, imatrix, res, nbad);
     return Q_OK;
 }
 
-/* Runs fn with the lock held and device 0 current (restored after). */
+/* ---- emulation: the kernels above on the host (k_cuda_fused_emulate) ----
+ * A grid's blocks run one after another, a block's threads one after
+ * another; the block trees and kf_final's order are the device's. */
+
+/* kf_block_tree's levels on a block's values sh[0..KF_THREADS - 1]. */
+template <typename V, typename F> void kf_emu_tree(V *sh, F comb)
+{
+    for (int h = KF_THREADS / 2; h > 0; h >>= 1)
+        for (int t = 0; t < h; t++)
+            comb(sh[t], sh[t + h]);
+}
+
+/* kf_main<T, F> over blocks blocks. */
+template <int T, int F> void kf_emu_main(const kf_job &j, long long blocks)
+{
+    kf_sums sh[KF_THREADS];
+    unsigned long long hist[KF_BINS];
+    for (long long b = 0; b < blocks; b++) {
+        memset(hist, 0, sizeof hist);
+        for (int t = 0; t < KF_THREADS; t++) {
+            kf_sums s = {0, 0, 0, 0, 0, 0, 0, 0};
+            const long long u = b * KF_THREADS + t;
+            if (u < j.rows * j.upr)
+                kf_unit<T, F>(j, u, s, hist);
+            sh[t] = s;
+        }
+        kf_emu_tree(sh, kf_add_sums());
+        j.parts[b] = sh[0];
+        for (int k = 0; k < KF_BINS; k++)
+            j.hist[k] += hist[k];
+    }
+}
+
+/* kf_range's blocks (out: KF_RBLOCKS ranges) and kf_grange's (out: one range
+ * a group) for source type T. */
+template <int T> void kf_emu_range(const kf_job &j, float2 *out)
+{
+    float2 sh[KF_THREADS];
+    const long long n = j.rows * j.cols, stride = (long long)KF_RBLOCKS * KF_THREADS;
+    for (int b = 0; b < KF_RBLOCKS; b++) {
+        for (int t = 0; t < KF_THREADS; t++)
+            sh[t] = kf_range_part<T>(j.src, (long long)b * KF_THREADS + t, n, stride);
+        kf_emu_tree(sh, kf_add_range());
+        out[b] = sh[0];
+    }
+}
+template <int T> void kf_emu_grange(const kf_job &j, float2 *out)
+{
+    float2 sh[KF_THREADS];
+    for (long long g = 0; g < j.rows * j.gpr; g++) {
+        for (int t = 0; t < KF_THREADS; t++)
+            sh[t] = kf_grange_part<T>(j, g, t);
+        kf_emu_tree(sh, kf_add_range());
+        out[g] = kf_grange_done(sh[0]);
+    }
+}
+
+/* kf_run's kernels on the host, with host memory for the device's; kept
+ * tensors are the host bytes themselves. No timings. Lock held. */
+q_status kf_emu_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t cols,
+                    const q_fmt_spec *fmt, kf_kind kind, const float *imatrix, double range,
+                    const float *trange, q_metrics_acc *res, int64_t *nbad, q_err *err)
+{
+    kf_have_timing = false;
+    kf_job j;
+    const bool wide = kf_setup(j, rows, cols, fmt, kind, range);
+    const long long blocks = ((long long)rows * j.upr + KF_THREADS - 1) / KF_THREADS;
+    size_t koff = 0;
+    kf_kept *kept = kf_find_within(src, bytes, &koff);
+    if (kept) {
+        kept->used = ++kf_clock;
+        j.src = static_cast<const char *>(kept->dev) + koff;
+    } else {
+        j.src = src;
+    }
+    j.iw = imatrix;
+    kf_sums *parts = static_cast<kf_sums *>(malloc((size_t)blocks * sizeof *parts));
+    float2 *gr = wide ? static_cast<float2 *>(malloc((size_t)(rows * j.gpr) * sizeof *gr)) : NULL;
+    unsigned long long hist[KF_BINS] = {0};
+    if (!parts || (wide && !gr)) {
+        free(parts);
+        free(gr);
+        return q_fail(err, Q_ENOMEM, "k_cuda_preview (emulated): out of memory");
+    }
+    j.parts = parts;
+    j.hist = hist;
+    kf_on_type(type, [&](auto t) {
+        constexpr int T = decltype(t)::value;
+        if (j.tensor && trange) {
+            j.tlo = trange[0];
+            j.thi = trange[1];
+        } else if (j.tensor) {
+            float2 rg[KF_RBLOCKS];
+            kf_emu_range<T>(j, rg);
+            kf_fold_ranges(rg, j);
+        }
+        if (wide) {
+            kf_emu_grange<T>(j, gr);
+            j.granges = gr;
+        }
+        const int f = kf_family_of(kind);
+        if (f == KF_FAM_BLOCK32)
+            kf_emu_main<T, KF_FAM_BLOCK32>(j, blocks);
+        else if (f == KF_FAM_KQUANT)
+            kf_emu_main<T, KF_FAM_KQUANT>(j, blocks);
+        else
+            kf_emu_main<T, KF_FAM_GRID>(j, blocks);
+    });
+    kf_sums sh[KF_THREADS];
+    for (int t = 0; t < KF_THREADS; t++)
+        sh[t] = kf_final_part(parts, blocks, t);
+    kf_emu_tree(sh, kf_add_sums());
+    kf_result(sh[0], hist, rows, cols, imatrix, res, nbad);
+    free(parts);
+    free(gr);
+    return Q_OK;
+}
+
+/* Runs fn with the lock held and, unless emulating, device 0 current
+ * (restored after). */
 template <typename F> q_status kf_locked(q_err *err, F fn)
 {
     pthread_mutex_lock(&kf_lock);
-    int prev = 0;
     q_status st;
+    if (kf_emu) {
+        st = fn();
+        pthread_mutex_unlock(&kf_lock);
+        return st;
+    }
+    int prev = 0;
     cudaError_t e = cudaGetDevice(&prev);
     if (e == cudaSuccess && prev != 0)
         e = cudaSetDevice(0);
@@ -1070,7 +1314,7 @@ extern "C" q_status k_cuda_preview(const void *src, k_src type, int64_t rows, in
     if (kind == KF_NONE)
         return q_fail(err, Q_EUSAGE, "k_cuda_preview: no CUDA kernel for %s", name);
     char why[256];
-    if (!k_cuda_available(why, sizeof why))
+    if (!k_cuda_fused_available(why, sizeof why))
         return q_fail(err, Q_EUSAGE, "k_cuda_preview: %s", why);
     if (rows == 0)
         return Q_OK;
@@ -1079,8 +1323,8 @@ extern "C" q_status k_cuda_preview(const void *src, k_src type, int64_t rows, in
     q_metrics_init(&res, hist_range);
     int64_t nbad = 0;
     st = kf_locked(err, [&]() {
-        return kf_run(src, type, bytes, rows, cols, fmt, kind, imatrix, res.hist_range,
-                      tensor_range, &res, &nbad, err);
+        return (kf_emu ? kf_emu_run : kf_run)(src, type, bytes, rows, cols, fmt, kind, imatrix,
+                                              res.hist_range, tensor_range, &res, &nbad, err);
     });
     if (st != Q_OK)
         return st;
@@ -1092,7 +1336,7 @@ extern "C" q_status k_cuda_preview(const void *src, k_src type, int64_t rows, in
 
 extern "C" bool k_cuda_kept(const void *src, size_t bytes)
 {
-    if (!src || !k_cuda_available(NULL, 0))
+    if (!src || !k_cuda_fused_available(NULL, 0))
         return false;
     pthread_mutex_lock(&kf_lock);
     size_t off;
@@ -1106,7 +1350,7 @@ extern "C" q_status k_cuda_keep(const void *src, size_t bytes, q_err *err)
     if (!src || bytes == 0)
         return q_fail(err, Q_EUSAGE, "k_cuda_keep: %s", src ? "0 bytes" : "src is NULL");
     char why[256];
-    if (!k_cuda_available(why, sizeof why))
+    if (!k_cuda_fused_available(why, sizeof why))
         return q_fail(err, Q_EUSAGE, "k_cuda_keep: %s", why);
     return kf_locked(err, [&]() -> q_status {
         kf_kept *k = kf_find(src);
@@ -1122,15 +1366,20 @@ extern "C" q_status k_cuda_keep(const void *src, size_t bytes, q_err *err)
             }
         }
         kf_drop(k);
-        cudaError_t e = cudaMalloc(&k->dev, bytes);
-        if (e != cudaSuccess) {
-            k->dev = NULL;
-            return kf_cuda_fail(err, "cudaMalloc(kept tensor)", e);
-        }
-        e = cudaMemcpy(k->dev, src, bytes, cudaMemcpyHostToDevice);
-        if (e != cudaSuccess) {
-            kf_drop(k);
-            return kf_cuda_fail(err, "cudaMemcpy(kept tensor)", e);
+        if (kf_emu) {
+            k->dev = const_cast<void *>(src);
+            k->emulated = true;
+        } else {
+            cudaError_t e = cudaMalloc(&k->dev, bytes);
+            if (e != cudaSuccess) {
+                k->dev = NULL;
+                return kf_cuda_fail(err, "cudaMalloc(kept tensor)", e);
+            }
+            e = cudaMemcpy(k->dev, src, bytes, cudaMemcpyHostToDevice);
+            if (e != cudaSuccess) {
+                kf_drop(k);
+                return kf_cuda_fail(err, "cudaMemcpy(kept tensor)", e);
+            }
         }
         k->host = src;
         k->bytes = bytes;
@@ -1141,7 +1390,7 @@ extern "C" q_status k_cuda_keep(const void *src, size_t bytes, q_err *err)
 
 extern "C" void k_cuda_forget(const void *src)
 {
-    if (!src || !k_cuda_available(NULL, 0))
+    if (!src || !k_cuda_fused_available(NULL, 0))
         return;
     (void)kf_locked(NULL, [&]() -> q_status {
         kf_kept *k = kf_find(src);
@@ -1165,7 +1414,7 @@ extern "C" bool k_cuda_preview_timing(double *copy_ms, double *kernel_ms)
 
 extern "C" void k_cuda_fused_release(void)
 {
-    if (!k_cuda_available(NULL, 0))
+    if (!k_cuda_fused_available(NULL, 0))
         return;
     (void)kf_locked(NULL, [&]() -> q_status {
         for (int i = 0; i < KF_KEEP; i++)
@@ -1179,4 +1428,29 @@ extern "C" void k_cuda_fused_release(void)
         (void)cudaGetLastError();
         return Q_OK;
     });
+}
+
+extern "C" bool k_cuda_fused_available(char *why, size_t cap)
+{
+    pthread_mutex_lock(&kf_lock);
+    const bool emu = kf_emu;
+    pthread_mutex_unlock(&kf_lock);
+    if (!emu)
+        return k_cuda_available(why, cap);
+    if (why && cap)
+        snprintf(why, cap, "emulated on the host (k_cuda_fused_emulate)");
+    return true;
+}
+
+extern "C" bool k_cuda_fused_emulate(bool on)
+{
+    pthread_mutex_lock(&kf_lock);
+    if (on != kf_emu) {
+        for (int i = 0; i < KF_KEEP; i++)
+            kf_drop(&kf_keep[i]);
+        kf_emu = on;
+        kf_have_timing = false;
+    }
+    pthread_mutex_unlock(&kf_lock);
+    return true;
 }

@@ -89,6 +89,21 @@ bool k_cuda_preview_timing(double *copy_ms, double *kernel_ms);
 /* Frees every device buffer of this module (kept tensors included). */
 void k_cuda_fused_release(void);
 
+/* Whether k_cuda_preview can run: emulation is on (why: "emulated on the
+ * host ..."), or k_cuda_available (why as it says). */
+bool k_cuda_fused_available(char *why, size_t cap);
+
+/* A test aid. With on, k_cuda_preview, k_cuda_keep, k_cuda_kept,
+ * k_cuda_forget and k_cuda_fused_available need no device: the kernels' own
+ * code (the same source, __host__ __device__) runs on the host, a grid's
+ * blocks and a block's threads one after another, with the device's units,
+ * per-block reduction trees and final summation order, so the sums come out
+ * as the device's should, bit for bit. Kept tensors are then the host bytes
+ * themselves; k_cuda_preview_timing reports none. Off: the device again.
+ * Switching drops every kept tensor. Not thread-safe against calls in
+ * flight. Returns false, doing nothing, in a build without CUDA. */
+bool k_cuda_fused_emulate(bool on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,4 +99,15 @@ void k_cuda_fused_release(void)
 {
 }
 
+bool k_cuda_fused_available(char *why, size_t cap)
+{
+    return k_cuda_available(why, cap);
+}
+
+bool k_cuda_fused_emulate(bool on)
+{
+    (void)on;
+    return false;
+}
+
 #endif

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "k_cuda.h"
 #include "k_cuda_fused.h"
 #include "k_fused.h"
 #include "q_dtype.h"
@@ -298,10 +297,10 @@ static void kp_merge(q_metrics_acc *out, double range, const q_metrics_acc *accs
 }
 
 /* Whether the exact pass runs on the CUDA device: a CUDA build with a usable
- * GPU (k_cuda_available), a format with a CUDA kernel quantized plainly
- * (round-to-nearest, or a weighted search without weights), a tensor stored
- * in memory as f32, f16 or bf16, one importance vector at most, and neither
- * force_scalar nor QTUNE_NO_GPU set (to anything but 0). */
+ * GPU, or its emulation (k_cuda_fused_available), a format with a CUDA kernel
+ * quantized plainly (round-to-nearest, or a weighted search without weights),
+ * a tensor stored in memory as f32, f16 or bf16, one importance vector at
+ * most, and neither force_scalar nor QTUNE_NO_GPU set (to anything but 0). */
 static bool kp_gpu_wanted(const kp_job *j, bool wsearch)
 {
     const k_preview_req *q = j->req;
@@ -314,7 +313,7 @@ static bool kp_gpu_wanted(const kp_job *j, bool wsearch)
     const char *off = getenv("QTUNE_NO_GPU");
     if (off && *off && strcmp(off, "0") != 0)
         return false;
-    return k_cuda_available(NULL, 0);
+    return k_cuda_fused_available(NULL, 0);
 }
 
 /* The exact figures on the GPU, slices of KP_GPU_CHUNK_VALUES values
@@ -482,6 +481,7 @@ q_status k_preview_tensor(const k_preview_req *req, k_preview_cb cb, void *user,
         }
         k_preview_result res;
         kp_result(&res, &acc, t->rows, total_bad, true, t0);
+        res.on_gpu = gpu;
         if (cb)
             cb(user, &res);
         if (final)

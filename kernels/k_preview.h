@@ -76,6 +76,8 @@ typedef struct k_preview_result {
     double sqnr_lo_db, sqnr_hi_db;
     int64_t n_nonfinite;      /* NaN/Inf source values (replaced by 0) */
     double seconds;           /* wall time since the call began */
+    bool on_gpu;              /* the exact figures came from the CUDA device (or its
+                                 emulation, k_cuda_fused_emulate); false on the CPU */
 } k_preview_result;
 
 /* Called from the calling thread: once with the estimate (unless the tensor is

@@ -13,8 +13,12 @@
  * Also: bit-identical results on repeated calls and with k_cuda_keep, usage
  * errors, and the timings of a 4096 x 4096 f32 preview per format (printed).
  *
- * Without a usable CUDA device every GPU test is skipped after the reason is
- * printed once; test_unavailable then checks what callers get.
+ * Every test runs twice: on the device, and in the emulation of one
+ * (k_cuda_fused_emulate: the kernels' own code on the host, one simulated
+ * thread at a time, the device's reduction orders). Without a usable device
+ * the first group's tests are skipped after the reason is printed, and
+ * test_unavailable checks what callers get; a build without CUDA skips the
+ * second group too. Timings are checked and printed on the device only.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -36,7 +40,8 @@
 #include "q_format.h"
 #include "q_metrics.h"
 
-static bool g_avail;
+static bool g_avail;    /* this group's backend: the device, or its emulation */
+static bool g_emulated; /* the group is the emulation's */
 static char g_why[512];
 
 #include "test_splitmix.h"
@@ -70,8 +75,20 @@ static float get(const void *data, k_src t, int64_t i)
     return q_bf16_to_f32(((const uint16_t *)data)[i]);
 }
 
+/* The midpoints between nf4's levels (q_grid.c's table): as data values with
+ * a group maximum of 1, ties of the level search. */
+static const float nf4_mids[15] = {
+    -0.8480964004993439f,  -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+    -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+    0.1202552504837513f,   0.2035212516784668f,  0.2920137718319893f,   0.3893125355243683f,
+    0.5016634166240692f,   0.6427869200706482f,  0.8614784181118011f,
+};
+
 /* rows × cols values: 0.02 t4 + 0.001, one NaN/Inf in about 2000, block 0 of
- * row 1 all zero, block 1 of row 1 subnormal (f32/bf16). Caller frees. */
+ * row 1 all zero, block 1 of row 1 subnormal (f32/bf16); the first 64 values
+ * of row 2 are 1 and the nf4 midpoints, twice (ties of nf4 by groups of 32
+ * or 64, f32 only); the last value is 4, the largest (a range that misses the
+ * last value is wrong). Caller frees. */
 static void *make_data(k_src t, int64_t rows, int64_t cols)
 {
     int64_t n = rows * cols;
@@ -90,6 +107,11 @@ static void *make_data(k_src t, int64_t rows, int64_t cols)
             put(data, t, cols + 32 + c, (float)(c - 16) * 1e-41f);
         }
     }
+    if (rows > 2 && cols >= 64)
+        for (int64_t c = 0; c < 64; c++)
+            put(data, t, 2 * cols + c, c % 16 == 0 ? 1.0f : nf4_mids[c % 16 - 1]);
+    if (n > 0)
+        put(data, t, n - 1, 4.0f);
     return data;
 }
 
@@ -246,7 +268,7 @@ static void run_type(k_src t, int64_t rows, int64_t cols, uint64_t seed)
             assert_int_equal(k_cuda_preview((const char *)data + (size_t)r1 * rb, t, rows - r1,
                                             cols, &s, NULL, range, tr, &g, &nbad, &err), Q_OK);
             double cms = -1;
-            assert_true(k_cuda_preview_timing(&cms, NULL));
+            assert_true(k_cuda_preview_timing(&cms, NULL) == !g_emulated);
             assert_true(cms == 0.0); /* a slice of the kept tensor: no copy */
             k_cuda_forget(data);
             snprintf(what + strlen(what), sizeof what - strlen(what), " in two slices");
@@ -364,6 +386,7 @@ static void test_preview_gpu(void **state)
             snprintf(what, sizeof what, "k_preview_tensor %s %lldx%lld %s", src_name(t),
                      (long long)rows, (long long)cols, q_fmt_name(&req.fmt, name, sizeof name));
             check_acc(&g.acc, &c.acc, what);
+            assert_true(g.on_gpu && !c.on_gpu);
             assert_int_equal(g.n_nonfinite, c.n_nonfinite);
             assert_int_equal(g.rows_done, rows);
         }
@@ -402,8 +425,8 @@ static void test_deterministic_keep(void **state)
     assert_int_equal(
         k_cuda_preview(data, K_SRC_BF16, rows, cols, &s, NULL, 0.01, NULL, &b, NULL, &err), Q_OK);
     double cms = -1, kms = -1;
-    assert_true(k_cuda_preview_timing(&cms, &kms));
-    assert_true(cms == 0.0 && kms > 0.0); /* kept: no copy */
+    assert_true(k_cuda_preview_timing(&cms, &kms) == !g_emulated);
+    assert_true(cms == 0.0 && (kms > 0.0) == !g_emulated); /* kept: no copy */
     assert_memory_equal(&a, &b, sizeof a);
     twice = a;
     assert_int_equal(
@@ -463,7 +486,7 @@ static void test_usage(void **state)
 static void test_timings(void **state)
 {
     (void)state;
-    if (!g_avail)
+    if (!g_avail || g_emulated)
         skip();
     rng_state = 6;
     const int64_t rows = 4096, cols = 4096;
@@ -497,7 +520,7 @@ static void test_timings(void **state)
 static void test_unavailable(void **state)
 {
     (void)state;
-    if (g_avail)
+    if (g_avail || g_emulated)
         skip();
     char why[512] = "";
     assert_false(k_cuda_available(why, sizeof why));
@@ -532,14 +555,39 @@ static void test_unavailable(void **state)
     k_cuda_fused_release();
 }
 
-int main(void)
+static int setup_device(void **state)
 {
+    (void)state;
+    g_emulated = false;
     g_avail = k_cuda_available(g_why, sizeof g_why);
     if (g_avail)
         printf("test_cuda_fused: device %s\n", g_why);
     else
         printf("test_cuda_fused: CUDA not available (%s): GPU tests skipped\n", g_why);
     fflush(stdout);
+    return 0;
+}
+
+static int setup_emulated(void **state)
+{
+    (void)state;
+    g_emulated = true;
+    g_avail = k_cuda_fused_emulate(true);
+    printf("test_cuda_fused: %s\n", g_avail ? "the same tests on the emulated device"
+                                             : "built without CUDA: no emulation to test");
+    fflush(stdout);
+    return 0;
+}
+
+static int teardown_emulated(void **state)
+{
+    (void)state;
+    k_cuda_fused_emulate(false);
+    return 0;
+}
+
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_f32),        cmocka_unit_test(test_formats_f16),
         cmocka_unit_test(test_formats_bf16),       cmocka_unit_test(test_overflow),
@@ -548,5 +596,7 @@ int main(void)
         cmocka_unit_test(test_usage),              cmocka_unit_test(test_timings),
         cmocka_unit_test(test_unavailable),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int fails = cmocka_run_group_tests_name("device", tests, setup_device, NULL);
+    fails += cmocka_run_group_tests_name("emulated", tests, setup_emulated, teardown_emulated);
+    return fails;
 }
