@@ -516,6 +516,50 @@ static void test_timings(void **state)
     free(data);
 }
 
+/* The device against its emulation, bit for bit: the same code with the same
+ * orders of summation, so any difference is nvcc's device code rounding
+ * otherwise than the host (a contracted FMA, a flushed subnormal). Every
+ * case on f32 and bf16 data, with an importance vector. Device group only. */
+static void test_device_vs_emulation(void **state)
+{
+    (void)state;
+    if (!g_avail || g_emulated)
+        skip();
+    const int64_t rows = 37, cols = 512;
+    for (int ti = 0; ti < 2; ti++) {
+        const k_src t = ti ? K_SRC_BF16 : K_SRC_F32;
+        rng_state = 21 + (uint64_t)ti;
+        void *data = make_data(t, rows, cols);
+        float iw[512];
+        for (int64_t c = 0; c < cols; c++)
+            iw[c] = (float)(0.1 + 10.0 * unif());
+        for (size_t k = 0; k < N_CASES; k++) {
+            q_fmt_spec s = case_spec(&g_cases[k]);
+            if (s.group > 0 && cols % s.group != 0)
+                continue;
+            q_metrics_acc d, e;
+            int64_t dbad = 0, ebad = 0;
+            q_err err = {{0}};
+            q_metrics_init(&d, 0.02);
+            q_metrics_init(&e, 0.02);
+            assert_int_equal(
+                k_cuda_preview(data, t, rows, cols, &s, iw, 0.02, NULL, &d, &dbad, &err), Q_OK);
+            assert_true(k_cuda_fused_emulate(true));
+            assert_int_equal(
+                k_cuda_preview(data, t, rows, cols, &s, iw, 0.02, NULL, &e, &ebad, &err), Q_OK);
+            k_cuda_fused_emulate(false);
+            char name[64];
+            q_fmt_name(&s, name, sizeof name);
+            if (memcmp(&d, &e, sizeof d) != 0 || dbad != ebad)
+                fail_msg("%s %s group %lld: the device's sums differ from the emulation's "
+                         "(e2 %.17g vs %.17g, max|e| %.17g vs %.17g)",
+                         src_name(t), name, (long long)s.group, d.sum_e2, e.sum_e2, d.max_abs,
+                         e.max_abs);
+        }
+        free(data);
+    }
+}
+
 /* What callers see without a device. */
 static void test_unavailable(void **state)
 {
@@ -594,7 +638,7 @@ int main(void)
         cmocka_unit_test(test_preview_gpu),
         cmocka_unit_test(test_deterministic_keep),
         cmocka_unit_test(test_usage),              cmocka_unit_test(test_timings),
-        cmocka_unit_test(test_unavailable),
+        cmocka_unit_test(test_device_vs_emulation), cmocka_unit_test(test_unavailable),
     };
     int fails = cmocka_run_group_tests_name("device", tests, setup_device, NULL);
     fails += cmocka_run_group_tests_name("emulated", tests, setup_emulated, teardown_emulated);
