@@ -46,6 +46,7 @@ typedef struct tui_ts {
     q_resolved res;
     const float *im;    /* imatrix row (cols floats) or NULL; borrowed */
     bool have, exact, failed, pending;
+    bool on_gpu;        /* the exact figures came from the CUDA device */
     q_fmt_spec pfmt;    /* what the preview figures are for */
     q_method pmethod;
     uint64_t gen;       /* newest request */
@@ -370,6 +371,7 @@ static int poll_results(void)
                 s->have = !r[k].failed;
                 s->failed = r[k].failed;
                 s->exact = r[k].exact;
+                s->on_gpu = r[k].on_gpu;
                 s->m = r[k].m;
                 s->oe = r[k].exact ? r[k].out_err : NAN;
                 A.have_oe = A.have_oe || !isnan(s->oe);
@@ -2161,7 +2163,8 @@ static void draw_info(int y0, int x0, int h, int w, int64_t ti)
         LINE("note   %s", s->res.note);
     if (s->have && !s->res.kept)
         LINE("error  rel %.3f%%  SQNR %.1f dB  max %.3g  cos %.6f%s", 100 * s->m.rel_rmse,
-             s->m.sqnr_db, s->m.max_abs, s->m.cosine, s->exact ? "" : " (estimate)");
+             s->m.sqnr_db, s->m.max_abs, s->m.cosine,
+             !s->exact ? " (estimate)" : s->on_gpu ? " (GPU)" : "");
     if (s->have && !s->res.kept && !isnan(s->oe))
         LINE("output rel err %.3f%%  |XW'-XQ'|/|XW'| on the calibration sample", 100 * s->oe);
     if (s->im)

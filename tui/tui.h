@@ -113,6 +113,7 @@ typedef struct tui_result {
     q_method method;
     uint64_t gen;           /* the request's generation */
     bool exact, failed;
+    bool on_gpu;            /* exact figures from the CUDA device (k_preview_result) */
     q_metrics m;
     double rel_lo, rel_hi;
     char msg[160];          /* when failed */

@@ -169,6 +169,7 @@ static q_status run_job(const wk_job *j)
         return st;
     if (st == Q_OK) {
         r.exact = true;
+        r.on_gpu = fin.on_gpu;
         r.m = fin.metrics;
         r.rel_lo = fin.rel_rmse_lo;
         r.rel_hi = fin.rel_rmse_hi;
