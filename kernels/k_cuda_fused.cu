@@ -150,12 +150,18 @@ KF_HD __forceinline__ float kf_u2f(unsigned u)
     return kf_bitcast<float>(u);
 }
 
+/* A block's histogram counts: 32-bit (shared-memory atomics on 32 bits are
+ * native; a block sees at most KF_THREADS units of at most 256 values). */
+typedef unsigned kf_bcount;
+static_assert((unsigned long long)KF_THREADS * KF_TENSOR_UNIT < (1ull << 32),
+              "a block's histogram counts overflow 32 bits");
+
 /* One more value in histogram bin *h: shared memory, shared by the block's
  * threads on the device; the simulated block's own array on the host. */
-KF_HD __forceinline__ void kf_count(unsigned long long *h)
+KF_HD __forceinline__ void kf_count(kf_bcount *h)
 {
 #ifdef __CUDA_ARCH__
-    atomicAdd(h, 1ull);
+    atomicAdd(h, 1u);
 #else
     ++*h;
 #endif
@@ -233,7 +239,7 @@ KF_HD __forceinline__ float kf_f16_round(float s)
 }
 
 /* Per-thread accumulation of one value pair, q_metrics_add's operations. */
-KF_HD __forceinline__ void kf_acc(kf_sums &s, unsigned long long *hist, double range,
+KF_HD __forceinline__ void kf_acc(kf_sums &s, kf_bcount *hist, double range,
                                        float x, float y, const float *iw, long long c)
 {
     double xv = x, yv = y;
@@ -420,8 +426,9 @@ KF_HD float kf_make_qkx(int n, int nmax, const float *x, const float *w, unsigne
     return scale;
 }
 
-/* q4_k super-block of 256 values: y = dequant(quantize_row_q4_K_ref(x)). */
-KF_HD void kf_q4_k(const float *x, float *y)
+/* q4_k super-block of 256 values: out(i, y[i]) for i = 0..255 in order, y =
+ * dequant(quantize_row_q4_K_ref(x)) (no array of y: the thread's stack). */
+template <typename Out> KF_HD void kf_q4_k(const float *x, Out out)
 {
     unsigned char L[256];
     float weights[32], scales[8], mins[8];
@@ -461,7 +468,7 @@ KF_HD void kf_q4_k(const float *x, float *y)
             }
         }
         for (int ii = 0; ii < 32; ++ii)
-            y[32 * j + ii] = S(M(d, (float)(L[32 * j + ii] & 0x0f)), dm);
+            out(32 * j + ii, S(M(d, (float)(L[32 * j + ii] & 0x0f)), dm));
     }
 }
 
@@ -518,8 +525,9 @@ KF_HD float kf_make_qx(int n, int nmax, const float *x, signed char *L)
     return scale;
 }
 
-/* q6_k super-block of 256 values: y = dequant(quantize_row_q6_K_ref(x)). */
-KF_HD void kf_q6_k(const float *x, float *y)
+/* q6_k super-block of 256 values: out(i, y[i]) in order, y =
+ * dequant(quantize_row_q6_K_ref(x)). */
+template <typename Out> KF_HD void kf_q6_k(const float *x, Out out)
 {
     signed char L[256];
     float scales[16];
@@ -535,7 +543,7 @@ KF_HD void kf_q6_k(const float *x, float *y)
     }
     if (max_abs_scale < 1e-15f) {
         for (int i = 0; i < 256; ++i)
-            y[i] = 0.0f;
+            out(i, 0.0f);
         return;
     }
     const float iscale = Dv(-128.f, max_scale);
@@ -550,7 +558,7 @@ KF_HD void kf_q6_k(const float *x, float *y)
             }
         }
         for (int ii = 0; ii < 16; ++ii)
-            y[16 * j + ii] = M(d, (float)((L[16 * j + ii] & 0x3f) - 32));
+            out(16 * j + ii, M(d, (float)((L[16 * j + ii] & 0x3f) - 32)));
     }
 }
 
@@ -569,7 +577,7 @@ KF_HD constexpr int kf_family_of(int kind)
 /* Unit u (0 <= u < rows × upr): quantize, dequantize, accumulate into s and
  * hist (a shared-memory histogram in kf_main); j.kind of family F. */
 template <int T, int F>
-KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long *hist)
+KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
 {
     const long long r = u / j.upr;
     long long c0, len, g = 0;
@@ -622,15 +630,14 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, unsigned long long 
             }
         }
     } else if constexpr (F == KF_FAM_KQUANT) {
-        float x[256], y[256];
+        float x[256];
         for (int k = 0; k < 256; k++)
             x[k] = kf_ldc<T>(j.src, base + k, &s.nbad);
+        const auto acc = [&](int k, float y) { kf_acc(s, hist, j.range, x[k], y, iw, k); };
         if (j.kind == KF_Q4_K)
-            kf_q4_k(x, y);
+            kf_q4_k(x, acc);
         else
-            kf_q6_k(x, y);
-        for (int k = 0; k < 256; k++)
-            kf_acc(s, hist, j.range, x[k], y[k], iw, k);
+            kf_q6_k(x, acc);
     } else {
         float lo, hi;
         if (j.tensor) {
@@ -745,7 +752,7 @@ template <typename V, typename F> __device__ V kf_block_tree(V v, V *sh, F comb)
 template <int T, int F> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf_job j)
 {
     __shared__ kf_sums sh[KF_THREADS];
-    __shared__ unsigned long long hist[KF_BINS];
+    __shared__ kf_bcount hist[KF_BINS];
     for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS)
         hist[b] = 0;
     __syncthreads();
@@ -761,7 +768,7 @@ template <int T, int F> __global__ void __launch_bounds__(KF_THREADS) kf_main(kf
      * cost kf_final a serial loop as long as the grid) */
     for (int b = (int)threadIdx.x; b < KF_BINS; b += KF_THREADS)
         if (hist[b])
-            atomicAdd(&j.hist[b], hist[b]);
+            atomicAdd(&j.hist[b], (unsigned long long)hist[b]);
 }
 
 /* Range (min, max) of the finite source values, one pair per block. */
@@ -1136,7 +1143,7 @@ template <typename V, typename F> void kf_emu_tree(V *sh, F comb)
 template <int T, int F> void kf_emu_main(const kf_job &j, long long blocks)
 {
     kf_sums sh[KF_THREADS];
-    unsigned long long hist[KF_BINS];
+    kf_bcount hist[KF_BINS];
     for (long long b = 0; b < blocks; b++) {
         memset(hist, 0, sizeof hist);
         for (int t = 0; t < KF_THREADS; t++) {
