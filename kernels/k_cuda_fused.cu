@@ -74,6 +74,7 @@ struct kf_job {
     const float2 *granges; /* device: rows × gpr (min, max) */
     long long glen, gpr, upg;
     double range;      /* histogram range (0: none) */
+    double hscale;     /* KF_BINS / (2 range), rounded: an approximate bin (kf_bin) */
     kf_sums *parts;    /* device: one per block */
     unsigned long long *hist;   /* device: KF_BINS counts, zeroed before kf_main */
 };
@@ -238,9 +239,31 @@ KF_HD __forceinline__ float kf_f16_round(float s)
     return __half2float(__float2half_rn(s));
 }
 
+/* The histogram bin of an error e (not NaN) over [-range, range] (range >
+ * 0): q_metrics_add's t = (e + range) / (2 range) · KF_BINS, cut to the bins,
+ * without its division wherever a product by hscale shows t well inside a
+ * bin. For u = e + range that product differs from t by a few units in the
+ * last place of t < 64 (about 1e-14), so where it lies more than 1e-9 from
+ * every integer in (0, 64) their integer parts agree; elsewhere (a bin edge,
+ * e = 0 at t = 32, outside the bins, hscale overflowed or a subnormal
+ * product) t itself decides. */
+KF_HD __forceinline__ int kf_bin(double e, double range, double hscale)
+{
+    const double u = DA(e, range), ta = DM(u, hscale);
+    const double margin = 1e-9;
+    if (ta > margin && ta < (double)KF_BINS - margin) {
+        const int b = (int)ta;
+        const double f = DS(ta, (double)b);
+        if (f > margin && f < 1.0 - margin)
+            return b;
+    }
+    const double t = DM(DDv(u, DM(2.0, range)), (double)KF_BINS);
+    return !(t >= 0.0) ? 0 : t >= (double)KF_BINS ? KF_BINS - 1 : (int)t;
+}
+
 /* Per-thread accumulation of one value pair, q_metrics_add's operations. */
-KF_HD __forceinline__ void kf_acc(kf_sums &s, kf_bcount *hist, double range,
-                                       float x, float y, const float *iw, long long c)
+KF_HD __forceinline__ void kf_acc(kf_sums &s, kf_bcount *hist, const kf_job &j, float x, float y,
+                                  const float *iw, long long c)
 {
     double xv = x, yv = y;
     double e = DS(yv, xv);
@@ -261,11 +284,8 @@ KF_HD __forceinline__ void kf_acc(kf_sums &s, kf_bcount *hist, double range,
         s.iwe2 = DA(s.iwe2, DM(DM(v, e), e));
         s.iww2 = DA(s.iww2, DM(DM(v, xv), xv));
     }
-    if (range > 0.0 && !isnan(e)) {
-        double t = DM(DDv(DA(e, range), DM(2.0, range)),
-                             (double)KF_BINS);
-        int bin = !(t >= 0.0) ? 0 : t >= (double)KF_BINS ? KF_BINS - 1 : (int)t;
-        kf_count(&hist[bin]);
+    if (j.range > 0.0 && !isnan(e)) {
+        kf_count(&hist[kf_bin(e, j.range, j.hscale)]);
     }
 }
 
@@ -608,7 +628,7 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
             for (int k = 0; k < 32; k++) {
                 float x = kf_ldc<T>(j.src, base + k, &s.nbad);
                 int l = kf_cvt_i8(roundf(M(x, id)));
-                kf_acc(s, hist, j.range, x, M((float)l, dh), iw, k);
+                kf_acc(s, hist, j, x, M((float)l, dh), iw, k);
             }
         } else { /* q4_0 */
             float amax = 0.0f, max = 0.0f;
@@ -626,14 +646,14 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
                 float x = kf_ldc<T>(j.src, base + k, &s.nbad);
                 int l = kf_cvt_i8(A(M(x, id), 8.5f));
                 l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
-                kf_acc(s, hist, j.range, x, M((float)(l - 8), dh), iw, k);
+                kf_acc(s, hist, j, x, M((float)(l - 8), dh), iw, k);
             }
         }
     } else if constexpr (F == KF_FAM_KQUANT) {
         float x[256];
         for (int k = 0; k < 256; k++)
             x[k] = kf_ldc<T>(j.src, base + k, &s.nbad);
-        const auto acc = [&](int k, float y) { kf_acc(s, hist, j.range, x[k], y, iw, k); };
+        const auto acc = [&](int k, float y) { kf_acc(s, hist, j, x[k], y, iw, k); };
         if (j.kind == KF_Q4_K)
             kf_q4_k(x, acc);
         else
@@ -661,7 +681,7 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
         const kf_gpar p = kf_params(j, lo, hi);
         for (long long k = 0; k < len; k++) {
             float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-            kf_acc(s, hist, j.range, x, kf_grid_one(j, p, x), iw, k);
+            kf_acc(s, hist, j, x, kf_grid_one(j, p, x), iw, k);
         }
     }
 }
@@ -954,6 +974,7 @@ bool kf_setup(kf_job &j, int64_t rows, int64_t cols, const q_fmt_spec *fmt, kf_k
     j.cols = cols;
     j.kind = kind;
     j.range = range;
+    j.hscale = range > 0.0 ? (double)KF_BINS / (2.0 * range) : 0.0;
     const int bits = fmt->bits;
     if (kind == KF_Q8_0 || kind == KF_Q4_0) {
         j.ulen = 32;
