@@ -215,15 +215,75 @@ template <int T> KF_HD __forceinline__ float kf_ld(const void *src, long long i)
     return isfinite(x) ? x : 0.0f;
 }
 
-/* kf_ld for the pass that accumulates a value: a NaN or Inf also counts in
- * *bad (each source value is counted once, in its unit's last pass). */
-template <int T> KF_HD __forceinline__ float kf_ldc(const void *src, long long i, double *bad)
+/* 16 bytes at p (16-byte aligned) as four 32-bit words: one 128-bit load on
+ * the device. */
+KF_HD __forceinline__ uint4 kf_ld16(const void *p)
 {
-    const float x = kf_ld_raw<T>(src, i);
-    if (isfinite(x))
-        return x;
-    *bad += 1.0;
-    return 0.0f;
+#ifdef __CUDA_ARCH__
+    return *static_cast<const uint4 *>(p);
+#else
+    uint4 w;
+    memcpy(&w, p, sizeof w);
+    return w;
+#endif
+}
+
+/* The two 16-bit source values in word w (little-endian: the low half first). */
+template <int T> KF_HD __forceinline__ void kf_half2(unsigned w, float *v)
+{
+    const unsigned short lo = (unsigned short)(w & 0xffffu), hi = (unsigned short)(w >> 16);
+    if constexpr (T == K_SRC_F16) {
+        v[0] = __half2float(__ushort_as_half(lo));
+        v[1] = __half2float(__ushort_as_half(hi));
+    } else {
+        v[0] = __bfloat162float(__ushort_as_bfloat16(lo));
+        v[1] = __bfloat162float(__ushort_as_bfloat16(hi));
+    }
+}
+
+/* Elements i .. i + m - 1 (m <= 8) of the source into v[0..m-1] as stored
+ * (v[m..7] = 0). A thread's unit is contiguous, so per-element loads would
+ * touch 32 cache lines for each value of a warp: eight values come in 128-bit
+ * loads (two for f32, one for f16/bf16) where the eight are whole and 16-byte
+ * aligned, which they are from any unit start of a row of a multiple of 8
+ * values (32 bytes for f32). Constant indices only: v stays in registers. */
+template <int T> KF_HD __forceinline__ void kf_ld8(const void *src, long long i, int m, float v[8])
+{
+    constexpr long long esz = T == K_SRC_F32 ? 4 : 2;
+    const char *p = static_cast<const char *>(src) + i * esz;
+    if (m == 8 && ((uintptr_t)p & 15u) == 0) {
+        if constexpr (T == K_SRC_F32) {
+            const uint4 a = kf_ld16(p), b = kf_ld16(p + 16);
+            const unsigned w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int q = 0; q < 8; q++)
+                v[q] = kf_u2f(w[q]);
+        } else {
+            const uint4 a = kf_ld16(p);
+            kf_half2<T>(a.x, v);
+            kf_half2<T>(a.y, v + 2);
+            kf_half2<T>(a.z, v + 4);
+            kf_half2<T>(a.w, v + 6);
+        }
+        return;
+    }
+#pragma unroll
+    for (int q = 0; q < 8; q++)
+        v[q] = q < m ? kf_ld_raw<T>(src, i + q) : 0.0f;
+}
+
+/* v[0..m-1] with NaN and Inf replaced by 0, counted in *bad when bad is not
+ * NULL (each source value is counted once, in its unit's last pass). */
+KF_HD __forceinline__ void kf_scrub8(float v[8], int m, double *bad)
+{
+#pragma unroll
+    for (int q = 0; q < 8; q++) {
+        if (q < m && !isfinite(v[q])) {
+            v[q] = 0.0f;
+            if (bad)
+                *bad += 1.0;
+        }
+    }
 }
 
 /* x86 cvttss2si then "low byte as int8", as q_quants.c's qq_cvt_i8 models it. */
@@ -616,49 +676,60 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
     const long long base = r * j.cols + c0;
     const float *iw = j.iw ? j.iw + c0 : nullptr;
     if constexpr (F == KF_FAM_BLOCK32) {
+        float xv[32]; /* the block, scrubbed: registers (constant indices) */
+#pragma unroll
+        for (int c = 0; c < 32; c += 8) {
+            kf_ld8<T>(j.src, base + c, 8, xv + c);
+            kf_scrub8(xv + c, 8, &s.nbad);
+        }
         if (j.kind == KF_Q8_0) {
             float amax = 0.0f;
+#pragma unroll
             for (int k = 0; k < 32; k++) {
-                float a = fabsf(kf_ld<T>(j.src, base + k));
+                float a = fabsf(xv[k]);
                 amax = amax > a ? amax : a;
             }
             const float d = Dv(amax, 127.0f);
             const float id = d != 0.0f ? Dv(1.0f, d) : 0.0f;
             const float dh = kf_f16_round(d);
+#pragma unroll
             for (int k = 0; k < 32; k++) {
-                float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-                int l = kf_cvt_i8(roundf(M(x, id)));
-                kf_acc(s, hist, j, x, M((float)l, dh), iw, k);
+                int l = kf_cvt_i8(roundf(M(xv[k], id)));
+                kf_acc(s, hist, j, xv[k], M((float)l, dh), iw, k);
             }
         } else { /* q4_0 */
             float amax = 0.0f, max = 0.0f;
+#pragma unroll
             for (int k = 0; k < 32; k++) {
-                float x = kf_ld<T>(j.src, base + k);
-                if (amax < fabsf(x)) {
-                    amax = fabsf(x);
-                    max = x;
+                if (amax < fabsf(xv[k])) {
+                    amax = fabsf(xv[k]);
+                    max = xv[k];
                 }
             }
             const float d = Dv(max, -8.0f);
             const float id = d != 0.0f ? Dv(1.0f, d) : 0.0f;
             const float dh = kf_f16_round(d);
+#pragma unroll
             for (int k = 0; k < 32; k++) {
-                float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-                int l = kf_cvt_i8(A(M(x, id), 8.5f));
+                int l = kf_cvt_i8(A(M(xv[k], id), 8.5f));
                 l = (l < 15 ? l : 15) & 0x0f; /* the stored nibble */
-                kf_acc(s, hist, j, x, M((float)(l - 8), dh), iw, k);
+                kf_acc(s, hist, j, xv[k], M((float)(l - 8), dh), iw, k);
             }
         }
     } else if constexpr (F == KF_FAM_KQUANT) {
         float x[256];
-        for (int k = 0; k < 256; k++)
-            x[k] = kf_ldc<T>(j.src, base + k, &s.nbad);
+        for (int c = 0; c < 256; c += 8) {
+            kf_ld8<T>(j.src, base + c, 8, x + c);
+            kf_scrub8(x + c, 8, &s.nbad);
+        }
         const auto acc = [&](int k, float y) { kf_acc(s, hist, j, x[k], y, iw, k); };
         if (j.kind == KF_Q4_K)
             kf_q4_k(x, acc);
         else
             kf_q6_k(x, acc);
     } else {
+        /* eight values at a time (kf_ld8), read twice when the thread finds
+         * the group's range itself */
         float lo, hi;
         if (j.tensor) {
             lo = j.tlo;
@@ -670,18 +741,32 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
         } else {
             lo = INFINITY;
             hi = -INFINITY;
-            for (long long k = 0; k < len; k++) {
-                float x = kf_ld<T>(j.src, base + k);
-                lo = fminf(lo, x);
-                hi = fmaxf(hi, x);
+            for (long long k = 0; k < len; k += 8) {
+                const int m = len - k < 8 ? (int)(len - k) : 8;
+                float v[8];
+                kf_ld8<T>(j.src, base + k, m, v);
+                kf_scrub8(v, m, nullptr);
+#pragma unroll
+                for (int q = 0; q < 8; q++) {
+                    if (q < m) {
+                        lo = fminf(lo, v[q]);
+                        hi = fmaxf(hi, v[q]);
+                    }
+                }
             }
             if (lo > hi)
                 lo = hi = 0.0f;
         }
         const kf_gpar p = kf_params(j, lo, hi);
-        for (long long k = 0; k < len; k++) {
-            float x = kf_ldc<T>(j.src, base + k, &s.nbad);
-            kf_acc(s, hist, j, x, kf_grid_one(j, p, x), iw, k);
+        for (long long k = 0; k < len; k += 8) {
+            const int m = len - k < 8 ? (int)(len - k) : 8;
+            float v[8];
+            kf_ld8<T>(j.src, base + k, m, v);
+            kf_scrub8(v, m, &s.nbad);
+#pragma unroll
+            for (int q = 0; q < 8; q++)
+                if (q < m)
+                    kf_acc(s, hist, j, v[q], kf_grid_one(j, p, v[q]), iw, k + q);
         }
     }
 }

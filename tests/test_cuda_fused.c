@@ -288,6 +288,7 @@ static void test_formats_f32(void **state)
     run_type(K_SRC_F32, 37, 512, 1);
     run_type(K_SRC_F32, 3, 4096, 2);
     run_type(K_SRC_F32, 9, 640, 6); /* channel groups of 2.5 units */
+    run_type(K_SRC_F32, 7, 701, 8); /* rows of 701: unaligned rows, a unit of 189 */
 }
 
 static void test_formats_f16(void **state)
@@ -304,6 +305,7 @@ static void test_formats_bf16(void **state)
     if (!g_avail)
         skip();
     run_type(K_SRC_BF16, 37, 512, 4);
+    run_type(K_SRC_BF16, 7, 701, 9);
 }
 
 /* Values of ±1e10 in some blocks: the f16 scale of q8_0, q4_0, q4_k and
