@@ -446,6 +446,50 @@ static void test_deterministic_keep(void **state)
     free(data);
 }
 
+/* k_cuda_keep holds 4 tensors: a fifth drops the least recently used (a
+ * preview counts as a use); slices within a kept tensor are found, bytes
+ * past its end are not; forget and release drop them. */
+static void test_keep_lru(void **state)
+{
+    (void)state;
+    if (!g_avail)
+        skip();
+    const int64_t rows = 8, cols = 256;
+    const size_t bytes = (size_t)(rows * cols) * sizeof(float);
+    float *t[5];
+    for (int i = 0; i < 5; i++) {
+        rng_state = 40 + (uint64_t)i;
+        t[i] = make_data(K_SRC_F32, rows, cols);
+    }
+    q_err err = {{0}};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(k_cuda_keep(t[i], bytes, &err), Q_OK);
+    q_fmt_spec s;
+    assert_true(q_fmt_parse("q8_0", &s));
+    q_metrics_acc m;
+    q_metrics_init(&m, 0.0);
+    /* use tensor 0 (a slice of its rows): tensor 1 becomes the oldest */
+    assert_int_equal(k_cuda_preview(t[0] + 2 * cols, K_SRC_F32, 3, cols, &s, NULL, 0.0, NULL, &m,
+                                    NULL, &err),
+                     Q_OK);
+    assert_int_equal(k_cuda_keep(t[4], bytes, &err), Q_OK);
+    assert_false(k_cuda_kept(t[1], bytes));
+    for (int i = 0; i < 5; i++)
+        if (i != 1)
+            assert_true(k_cuda_kept(t[i], bytes));
+    assert_true(k_cuda_kept(t[0] + 2 * cols, 3 * (size_t)cols * sizeof(float)));
+    assert_true(k_cuda_kept(t[0] + 2 * cols, bytes - 2 * (size_t)cols * sizeof(float)));
+    assert_false(k_cuda_kept(t[0] + 2 * cols, bytes));
+    k_cuda_forget(t[2]);
+    assert_false(k_cuda_kept(t[2], bytes));
+    assert_true(k_cuda_kept(t[3], bytes));
+    k_cuda_fused_release();
+    for (int i = 0; i < 5; i++) {
+        assert_false(k_cuda_kept(t[i], bytes));
+        free(t[i]);
+    }
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -638,7 +682,7 @@ int main(void)
         cmocka_unit_test(test_formats_f32),        cmocka_unit_test(test_formats_f16),
         cmocka_unit_test(test_formats_bf16),       cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_preview_gpu),
-        cmocka_unit_test(test_deterministic_keep),
+        cmocka_unit_test(test_deterministic_keep), cmocka_unit_test(test_keep_lru),
         cmocka_unit_test(test_usage),              cmocka_unit_test(test_timings),
         cmocka_unit_test(test_device_vs_emulation), cmocka_unit_test(test_unavailable),
     };
