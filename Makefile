@@ -146,7 +146,8 @@ cuda:
 
 # The CUDA build's GPU suites. Without a GPU, test_cuda skips and
 # test_cuda_fused runs its tests on the emulated device (k_cuda_fused_emulate:
-# the kernels' own code on the host); without nvcc nothing runs.
+# the kernels' own code on the host), as does test_preview's exact pass with
+# QTUNE_TEST_EMULATE=1; without nvcc nothing runs.
 NVCC_PATH := $(or $(shell command -v $(NVCC) 2>/dev/null),\
                   $(wildcard /usr/local/cuda/bin/nvcc))
 cudatest:
@@ -156,6 +157,8 @@ else
 	$(Q)PATH="$$PATH:$(dir $(NVCC_PATH))" $(MAKE) --no-print-directory cuda
 	@set -e; for t in build-cuda/tests/test_cuda build-cuda/tests/test_cuda_fused; do \
 	    echo "== $$t"; QTUNE_MODELS=../shared/models $$t; done
+	@echo "== build-cuda/tests/test_preview (QTUNE_TEST_EMULATE=1)"
+	@QTUNE_TEST_EMULATE=1 QTUNE_MODELS=../shared/models build-cuda/tests/test_preview
 endif
 
 # Unit suites again, built with ASan+UBSan into their own tree.

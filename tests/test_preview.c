@@ -4,7 +4,13 @@
  * metrics within 1e-9 relative of q_metrics over the reference's values,
  * histogram counts and maxima equal, SIMD vs scalar path, 1 vs 2 threads bit
  * for bit, the estimate's band, cancellation latency, odd row lengths, all-zero
- * rows, NaN/Inf, and the apply variants byte for byte. Fixed seeds. */
+ * rows, NaN/Inf, and the apply variants byte for byte. Fixed seeds.
+ *
+ * With QTUNE_TEST_EMULATE=1 (make cudatest, on the CUDA build) the exact
+ * passes of the formats with a CUDA kernel run on the emulated device
+ * (k_cuda_fused_emulate), so the estimate's band, cancellation and thread
+ * counts are checked on the GPU path too (test_estimate_band asserts which
+ * path ran). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +31,7 @@
 #include <time.h>
 
 #include "k_cpu.h"
+#include "k_cuda_fused.h"
 #include "k_dequant.h"
 #include "k_float.h"
 #include "k_fused.h"
@@ -946,6 +953,8 @@ static void test_threads(void **state)
     free(x);
 }
 
+static bool g_emulated; /* QTUNE_TEST_EMULATE=1: the GPU path, emulated */
+
 typedef struct est_log {
     int calls;
     k_preview_result first, last;
@@ -991,6 +1000,8 @@ static void test_estimate_band(void **state)
                       l.first.metrics.rel_rmse, l.first.rel_rmse_lo, l.first.rel_rmse_hi, v,
                       1e3 * l.first.seconds);
         assert_true(l.first.rel_rmse_lo <= v && v <= l.first.rel_rmse_hi);
+        if (g_emulated)
+            assert_true(fin.on_gpu == k_cuda_fused_has(&s));
         assert_true(l.first.sqnr_lo_db <= fin.metrics.sqnr_db &&
                     fin.metrics.sqnr_db <= l.first.sqnr_hi_db);
     }
@@ -1098,6 +1109,12 @@ static void test_init(void **state)
 
 int main(void)
 {
+    const char *emu = getenv("QTUNE_TEST_EMULATE");
+    if (emu && strcmp(emu, "1") == 0) {
+        g_emulated = k_cuda_fused_emulate(true);
+        printf("test_preview: %s\n", g_emulated ? "exact passes on the emulated CUDA device"
+                                                 : "built without CUDA: no emulation");
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats_sources), cmocka_unit_test(test_edges),
         cmocka_unit_test(test_acc_rows),       cmocka_unit_test(test_fq_check),
