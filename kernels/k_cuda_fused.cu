@@ -286,6 +286,24 @@ KF_HD __forceinline__ void kf_scrub8(float v[8], int m, double *bad)
     }
 }
 
+/* fn(i, x) for i = 0 .. len - 1 in order, x element base + i of the source
+ * scrubbed by kf_scrub8 (bad as there), read eight at a time by kf_ld8. */
+template <int T, typename Fn>
+KF_HD __forceinline__ void kf_each8(const void *src, long long base, long long len, double *bad,
+                                    Fn fn)
+{
+    for (long long k = 0; k < len; k += 8) {
+        const int m = len - k < 8 ? (int)(len - k) : 8;
+        float v[8];
+        kf_ld8<T>(src, base + k, m, v);
+        kf_scrub8(v, m, bad);
+#pragma unroll
+        for (int q = 0; q < 8; q++)
+            if (q < m)
+                fn(k + q, v[q]);
+    }
+}
+
 /* x86 cvttss2si then "low byte as int8", as q_quants.c's qq_cvt_i8 models it. */
 KF_HD __forceinline__ int kf_cvt_i8(float v)
 {
@@ -344,9 +362,8 @@ KF_HD __forceinline__ void kf_acc(kf_sums &s, kf_bcount *hist, const kf_job &j, 
         s.iwe2 = DA(s.iwe2, DM(DM(v, e), e));
         s.iww2 = DA(s.iww2, DM(DM(v, xv), xv));
     }
-    if (j.range > 0.0 && !isnan(e)) {
+    if (j.range > 0.0 && !isnan(e))
         kf_count(&hist[kf_bin(e, j.range, j.hscale)]);
-    }
 }
 
 /* Group parameters (q_grid.c's gr_params). */
@@ -435,7 +452,7 @@ KF_HD __forceinline__ int kf_imax(int a, int b)
 
 /* q_qh_make_qkx with use_mad and clamp_first false. */
 KF_HD float kf_make_qkx(int n, int nmax, const float *x, const float *w, unsigned char *L,
-                             float *the_min, float rmin, float rdelta, int nstep)
+                        float *the_min, float rmin, float rdelta, int nstep)
 {
     unsigned char Laux[32];
     float min = x[0], max = x[0];
@@ -728,8 +745,7 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
         else
             kf_q6_k(x, acc);
     } else {
-        /* eight values at a time (kf_ld8), read twice when the thread finds
-         * the group's range itself */
+        /* read twice when the thread finds the group's range itself */
         float lo, hi;
         if (j.tensor) {
             lo = j.tlo;
@@ -741,33 +757,17 @@ KF_HD void kf_unit(const kf_job &j, long long u, kf_sums &s, kf_bcount *hist)
         } else {
             lo = INFINITY;
             hi = -INFINITY;
-            for (long long k = 0; k < len; k += 8) {
-                const int m = len - k < 8 ? (int)(len - k) : 8;
-                float v[8];
-                kf_ld8<T>(j.src, base + k, m, v);
-                kf_scrub8(v, m, nullptr);
-#pragma unroll
-                for (int q = 0; q < 8; q++) {
-                    if (q < m) {
-                        lo = fminf(lo, v[q]);
-                        hi = fmaxf(hi, v[q]);
-                    }
-                }
-            }
+            kf_each8<T>(j.src, base, len, nullptr, [&](long long, float x) {
+                lo = fminf(lo, x);
+                hi = fmaxf(hi, x);
+            });
             if (lo > hi)
                 lo = hi = 0.0f;
         }
         const kf_gpar p = kf_params(j, lo, hi);
-        for (long long k = 0; k < len; k += 8) {
-            const int m = len - k < 8 ? (int)(len - k) : 8;
-            float v[8];
-            kf_ld8<T>(j.src, base + k, m, v);
-            kf_scrub8(v, m, &s.nbad);
-#pragma unroll
-            for (int q = 0; q < 8; q++)
-                if (q < m)
-                    kf_acc(s, hist, j, v[q], kf_grid_one(j, p, v[q]), iw, k + q);
-        }
+        kf_each8<T>(j.src, base, len, &s.nbad, [&](long long k, float x) {
+            kf_acc(s, hist, j, x, kf_grid_one(j, p, x), iw, k);
+        });
     }
 }
 
@@ -1049,10 +1049,11 @@ template <typename F> void kf_on_type(k_src type, F f)
         f(kf_type<K_SRC_BF16>{});
 }
 
-/* j's shape for a format, pointers and ranges left 0: units, groups, code
- * ranges. True when groups are wide (their ranges come from kf_grange). */
+/* j's shape for a format, pointers left 0: units, groups, code ranges, and a
+ * per-tensor scale's range from trange (else left for kf_range). True when
+ * groups are wide (their ranges come from kf_grange). */
 bool kf_setup(kf_job &j, int64_t rows, int64_t cols, const q_fmt_spec *fmt, kf_kind kind,
-              double range)
+              double range, const float *trange)
 {
     memset(&j, 0, sizeof j);
     j.rows = rows;
@@ -1072,6 +1073,10 @@ bool kf_setup(kf_job &j, int64_t rows, int64_t cols, const q_fmt_spec *fmt, kf_k
         j.ulen = fmt->group > 0 ? fmt->group : cols;
     }
     j.upr = (cols + j.ulen - 1) / j.ulen;
+    if (j.tensor && trange) {
+        j.tlo = trange[0];
+        j.thi = trange[1];
+    }
     /* a group longer than a unit (channel: a whole row) would be one
      * thread's work, and a 4096-row tensor 32 blocks of threads: its range
      * comes first from kf_grange (a block a group), and its values go to
@@ -1147,7 +1152,7 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
             return st;
     }
     kf_job j;
-    const bool wide = kf_setup(j, rows, cols, fmt, kind, range);
+    const bool wide = kf_setup(j, rows, cols, fmt, kind, range, trange);
     const long long units = (long long)rows * j.upr;
     const long long blocks = (units + KF_THREADS - 1) / KF_THREADS;
     const size_t o_hist = kf_align((size_t)blocks * sizeof(kf_sums));
@@ -1186,10 +1191,7 @@ q_status kf_run(const void *src, k_src type, size_t bytes, int64_t rows, int64_t
                           cudaMemcpyHostToDevice));
         j.iw = reinterpret_cast<const float *>(scr + o_iw);
     }
-    if (j.tensor && trange) {
-        j.tlo = trange[0];
-        j.thi = trange[1];
-    } else if (j.tensor) {
+    if (j.tensor && !trange) {
         float2 *drg = reinterpret_cast<float2 *>(scr + o_rg);
         float2 rg[KF_RBLOCKS];
         const long long n = (long long)rows * cols;
@@ -1298,7 +1300,7 @@ q_status kf_emu_run(const void *src, k_src type, size_t bytes, int64_t rows, int
 {
     kf_have_timing = false;
     kf_job j;
-    const bool wide = kf_setup(j, rows, cols, fmt, kind, range);
+    const bool wide = kf_setup(j, rows, cols, fmt, kind, range, trange);
     const long long blocks = ((long long)rows * j.upr + KF_THREADS - 1) / KF_THREADS;
     size_t koff = 0;
     kf_kept *kept = kf_find_within(src, bytes, &koff);
@@ -1321,10 +1323,7 @@ q_status kf_emu_run(const void *src, k_src type, size_t bytes, int64_t rows, int
     j.hist = hist;
     kf_on_type(type, [&](auto t) {
         constexpr int T = decltype(t)::value;
-        if (j.tensor && trange) {
-            j.tlo = trange[0];
-            j.thi = trange[1];
-        } else if (j.tensor) {
+        if (j.tensor && !trange) {
             float2 rg[KF_RBLOCKS];
             kf_emu_range<T>(j, rg);
             kf_fold_ranges(rg, j);
