@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -58,6 +59,32 @@ void q_unmap(q_map *m)
     }
 }
 
+/* The rest of fp (a pipe, a terminal) into buf from n on, growing it: Q_EDATA
+ * past max_bytes. */
+static q_status q_read_stream(FILE *fp, const char *path, size_t max_bytes, char **buf,
+                              size_t *n, q_err *err)
+{
+    size_t cap = *n;
+    for (;;) {
+        if (*n == cap) {
+            if (cap > max_bytes)
+                return q_fail(err, Q_EDATA, "%s: more than the %zu bytes allowed", path,
+                              max_bytes);
+            size_t ncap = cap < 65536 ? 65536 : 2 * cap;
+            ncap = ncap > max_bytes + 1 ? max_bytes + 1 : ncap;
+            char *nb = realloc(*buf, ncap + 1);
+            if (!nb)
+                return q_fail(err, Q_ENOMEM, "%s: out of memory reading %zu bytes", path, ncap);
+            *buf = nb;
+            cap = ncap;
+        }
+        size_t k = fread(*buf + *n, 1, cap - *n, fp);
+        *n += k;
+        if (k == 0)
+            return ferror(fp) ? q_fail(err, Q_EIO, "%s: read error", path) : Q_OK;
+    }
+}
+
 q_status q_read_small_file(const char *path, size_t max_bytes, char **out, size_t *len,
                            q_err *err)
 {
@@ -68,27 +95,39 @@ q_status q_read_small_file(const char *path, size_t max_bytes, char **out, size_
     if (!fp)
         return q_fail(err, Q_ENOINPUT, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(fp), &st) != 0) {
+        const int e = errno;
         fclose(fp);
-        return q_fail(err, Q_ENOINPUT, "%s: not a regular file", path);
+        return q_fail(err, Q_ENOINPUT, "%s: cannot stat: %s", path, strerror(e));
     }
-    if ((uint64_t)st.st_size > max_bytes) {
+    if (S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        return q_fail(err, Q_ENOINPUT, "%s: a directory, not a file", path);
+    }
+    const bool regular = S_ISREG(st.st_mode);
+    if (regular && (uint64_t)st.st_size > max_bytes) {
         fclose(fp);
         return q_fail(err, Q_EDATA, "%s: file is %lld bytes, more than the %zu allowed", path,
                       (long long)st.st_size, max_bytes);
     }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        fclose(fp);
-        return q_fail(err, Q_ENOMEM, "%s: out of memory reading %zu bytes", path, n);
+    /* a regular file in one read of its size, a pipe or device as it comes */
+    size_t n = 0;
+    char *buf = NULL;
+    q_status rc = Q_OK;
+    if (regular) {
+        n = (size_t)st.st_size;
+        buf = malloc(n + 1);
+        if (!buf)
+            rc = q_fail(err, Q_ENOMEM, "%s: out of memory reading %zu bytes", path, n);
+        else if (fread(buf, 1, n, fp) != n || ferror(fp))
+            rc = q_fail(err, Q_EIO, "%s: read error", path);
+    } else {
+        rc = q_read_stream(fp, path, max_bytes, &buf, &n, err);
     }
-    size_t got = fread(buf, 1, n, fp);
-    int rerr = ferror(fp);
     fclose(fp);
-    if (got != n || rerr) {
+    if (rc != Q_OK) {
         free(buf);
-        return q_fail(err, Q_EIO, "%s: read error", path);
+        return rc;
     }
     buf[n] = '\0';
     *out = buf;

@@ -23,8 +23,10 @@ typedef struct q_map {
 q_status q_map_file(const char *path, q_map *out, q_err *err);
 void q_unmap(q_map *m);
 
-/* Reads a whole small file (config.json, index, plan) into a NUL-terminated
- * malloc'd buffer. Files over max_bytes give Q_EDATA. Caller frees *out. */
+/* Reads a whole file (config.json, index, plan, calibration text) into a
+ * NUL-terminated malloc'd buffer: a regular file, or a pipe or device read to
+ * its end (`--plan <(...)`, /dev/stdin). More than max_bytes gives Q_EDATA, a
+ * directory Q_ENOINPUT. Caller frees *out. */
 q_status q_read_small_file(const char *path, size_t max_bytes, char **out, size_t *len,
                            q_err *err);
 

@@ -1113,6 +1113,22 @@ q_status q_plan_write(const q_plan *p, FILE *fp, q_err *err)
     return Q_OK;
 }
 
+char *q_plan_text(const q_plan *p)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    if (!fp)
+        return NULL;
+    q_err err;
+    const q_status st = q_plan_write(p, fp, &err);
+    if (fclose(fp) != 0 || st != Q_OK) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 q_status q_plan_save(const q_plan *p, const char *path, q_err *err)
 {
     q_atomic a;

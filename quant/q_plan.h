@@ -130,6 +130,9 @@ bool q_plan_equal(const q_plan *a, const q_plan *b);
  * default group is written as an empty cell. q_plan_parse of the output gives
  * a plan q_plan_equal to p. Q_EIO on a write error. */
 q_status q_plan_write(const q_plan *p, FILE *fp, q_err *err);
+/* What q_plan_write writes, as a malloc'd NUL-terminated string (the TUI
+ * compares plans by it); NULL when out of memory. Caller frees. */
+char *q_plan_text(const q_plan *p);
 /* Writes atomically to path (temp file, fsync, rename). Q_ECANTCREAT, Q_EIO. */
 q_status q_plan_save(const q_plan *p, const char *path, q_err *err);
 

@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -36,14 +38,9 @@ static q_plan *parse_ok(const char *text)
 /* Writes p to a memory buffer (caller frees). */
 static char *write_mem(const q_plan *p)
 {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *fp = open_memstream(&buf, &len);
-    assert_non_null(fp);
-    q_err err = {{0}};
-    assert_int_equal(q_plan_write(p, fp, &err), Q_OK);
-    fclose(fp);
-    return buf;
+    char *text = q_plan_text(p);
+    assert_non_null(text);
+    return text;
 }
 
 /* ---- in-memory models (no file: shapes and names only) ---- */
@@ -321,6 +318,59 @@ static void test_save_load(void **state)
     assert_int_equal(q_plan_save(p, path, &err), Q_ECANTCREAT);
     q_plan_free(p);
     rmdir(dir);
+}
+
+/* A plan read from a pipe (`--plan <(...)`), one past the size limit, and a
+ * directory. */
+static void test_load_pipe(void **state)
+{
+    (void)state;
+    q_plan *p = parse_ok(HDR "*,q4_k,rtn,,\nblk.*,q8_0,rtn,,\n");
+    char *text = write_mem(p);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_true(write(fds[1], text, strlen(text)) == (ssize_t)strlen(text)); /* < 64 KiB */
+    close(fds[1]);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+    q_plan *p2 = NULL;
+    q_err err = {{0}};
+    assert_int_equal(q_plan_load(path, &p2, &err), Q_OK);
+    assert_true(q_plan_equal(p, p2));
+    q_plan_free(p2);
+    close(fds[0]);
+
+    /* 17 MiB of comment lines through a pipe: refused at 16 MiB */
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        signal(SIGPIPE, SIG_IGN);
+        static char line[4096];
+        memset(line, '#', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (int i = 0; i < 17 * 256; i++)
+            if (write(fds[1], line, sizeof line) < 0)
+                break;
+        _exit(0);
+    }
+    close(fds[1]);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+    assert_int_equal(q_plan_load(path, &p2, &err), Q_EDATA);
+    assert_null(p2);
+    assert_non_null(strstr(err.msg, "more than the 16777216 bytes allowed"));
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+
+    char dir[] = "/tmp/qtune_plan_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(q_plan_load(dir, &p2, &err), Q_ENOINPUT);
+    assert_non_null(strstr(err.msg, "a directory"));
+    rmdir(dir);
+    free(text);
+    q_plan_free(p);
 }
 
 /* ---- errors: exact messages and positions ---- */
@@ -1077,6 +1127,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_roundtrip_header_variants),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_load_pipe),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_matching),

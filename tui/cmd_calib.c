@@ -20,8 +20,12 @@
 #include "an_tokenizer.h"
 #include "cli.h"
 #include "q_imatrix.h"
+#include "q_io.h"
 #include "q_model.h"
 #include "q_plan.h"
+
+/* --text and --tokens files are read whole, up to this size */
+#define CAL_TEXT_MAX ((size_t)1 << 30)
 
 typedef struct calib_args {
     const char *model, *text, *tokens, *out, *plan, *imatrix, *tokenizer;
@@ -106,54 +110,6 @@ static bool cal_long(const char *s, long lo, long hi, long *out)
         return false;
     *out = v;
     return true;
-}
-
-/* Reads a whole file (at most 1 GiB) into a NUL-terminated buffer. */
-static int cal_read_file(const char *path, char **out, size_t *len)
-{
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        cli_errorf("%s: cannot open: %s", path, strerror(errno));
-        return 66;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        if (n == cap) {
-            if (cap >= ((size_t)1 << 30)) {
-                cli_errorf("%s: larger than 1 GiB", path);
-                free(buf);
-                fclose(fp);
-                return 65;
-            }
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        size_t k = fread(buf + n, 1, cap - n, fp);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    if (!buf) {
-        fclose(fp);
-        cli_errorf("out of memory");
-        return 71;
-    }
-    if (ferror(fp)) {
-        cli_errorf("%s: read error", path);
-        free(buf);
-        fclose(fp);
-        return 74;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
 }
 
 /* Parses white-space separated token ids; names line:column of a bad one. */
@@ -311,18 +267,20 @@ static int cal_tokens(const calib_args *a, const q_model *m, int64_t n_vocab, in
 {
     char *buf = NULL;
     size_t len = 0;
-    int rc = cal_read_file(a->text ? a->text : a->tokens, &buf, &len);
-    if (rc)
-        return rc;
+    q_err err;
+    q_status st = q_read_small_file(a->text ? a->text : a->tokens, CAL_TEXT_MAX, &buf, &len,
+                                    &err);
+    if (st != Q_OK) {
+        cli_errorf("%s", err.msg);
+        return (int)st;
+    }
     *bos = -1;
     if (a->tokens) {
-        rc = cal_parse_tokens(a->tokens, buf, len, n_vocab, ids, n);
+        const int rc = cal_parse_tokens(a->tokens, buf, len, n_vocab, ids, n);
         free(buf);
         return rc;
     }
-    q_err err;
     an_tok *tk = NULL;
-    q_status st;
     char path[4096];
     const char *tj = a->tokenizer;
     struct stat sb;

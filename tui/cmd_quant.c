@@ -466,23 +466,6 @@ int cmd_preview(int argc, char **argv)
     return rc;
 }
 
-static char *plan_text(const q_plan *p)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *fp = open_memstream(&buf, &len);
-    if (!fp)
-        return NULL;
-    q_err err;
-    q_status st = q_plan_write(p, fp, &err);
-    fclose(fp);
-    if (st != Q_OK) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 /* FNV-1a 64 of a text as 16 hex digits. */
 static void text_fingerprint(const char *s, char out[17])
 {
@@ -511,7 +494,7 @@ int cmd_apply(int argc, char **argv)
             o.progress = bar_cb;
             o.progress_user = &b;
         }
-        text = plan_text(j.plan);
+        text = q_plan_text(j.plan);
         char fp[17] = "";
         if (text)
             text_fingerprint(text, fp);

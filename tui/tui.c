@@ -169,23 +169,6 @@ static bool fmt_eq(const q_fmt_spec *a, const q_fmt_spec *b)
     return a->id == b->id && a->bits == b->bits && a->group == b->group;
 }
 
-static char *plan_text(const q_plan *p)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *fp = open_memstream(&buf, &len);
-    if (!fp)
-        return NULL;
-    q_err err;
-    q_status st = q_plan_write(p, fp, &err);
-    fclose(fp);
-    if (st != Q_OK) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 static void glob_escape(const char *s, char *out, size_t cap)
 {
     size_t o = 0;
@@ -266,7 +249,7 @@ static void resolve_plan(void)
     /* Newest first: push bottom-up so the top of the model is measured first. */
     for (int64_t i = (int64_t)A.m->n_tensors - 1; i >= 0; i--)
         request_preview(i);
-    char *txt = plan_text(A.plan);
+    char *txt = q_plan_text(A.plan);
     A.dirty = !(txt && A.saved_text && !strcmp(txt, A.saved_text));
     free(txt);
 }
@@ -513,7 +496,7 @@ static int edit_targets(int64_t *out)
 
 static void snapshot(void)
 {
-    char *txt = plan_text(A.plan);
+    char *txt = q_plan_text(A.plan);
     if (!txt)
         return;
     char **u = realloc(A.undo, (size_t)(A.nundo + 1) * sizeof *u);
@@ -550,7 +533,7 @@ static void undo_redo(bool redo)
         msgf(false, "nothing to %s", redo ? "redo" : "undo");
         return;
     }
-    char *cur = plan_text(A.plan);
+    char *cur = q_plan_text(A.plan);
     char **t = realloc(*to, (size_t)(*nto + 1) * sizeof *t);
     if (!cur || !t) {
         free(cur);
@@ -780,7 +763,7 @@ static bool save_plan(const char *path, int resolved)
     if (path != A.plan_path)
         snprintf(A.plan_path, sizeof A.plan_path, "%s", path);
     free(A.saved_text);
-    A.saved_text = plan_text(A.plan);
+    A.saved_text = q_plan_text(A.plan);
     A.dirty = false;
     if (A.save_resolved)
         msgf(false, "plan saved to %s (%d rules + %d resolved rows)", path, A.plan->n_rules,
@@ -804,7 +787,7 @@ static bool load_plan(const char *path, bool as_edit)
     A.plan = p;
     snprintf(A.plan_path, sizeof A.plan_path, "%s", path);
     free(A.saved_text);
-    A.saved_text = plan_text(A.plan);
+    A.saved_text = q_plan_text(A.plan);
     resolve_plan();
     msgf(false, "plan %s loaded (%d rules)", path, p->n_rules);
     return true;
@@ -937,7 +920,7 @@ static void cmd_set(char *args)
         return;
     }
     q_plan *np = NULL;
-    char *txt = plan_text(A.plan);
+    char *txt = q_plan_text(A.plan);
     q_err err = {{0}};
     if (!txt || q_plan_parse(txt, strlen(txt), "(plan)", &np, &err) != Q_OK) {
         free(txt);
@@ -2815,7 +2798,7 @@ int tui_main(int argc, char **argv)
             *dot = 0;
         snprintf(A.plan_path, sizeof A.plan_path, "%s.plan.csv", name);
     }
-    A.saved_text = plan_text(A.plan);
+    A.saved_text = q_plan_text(A.plan);
     A.smp_t = A.stats_t = A.wi_t = -1;
     A.err_db = true;
     attach_imatrix();

@@ -14,7 +14,11 @@
 #include "an_forward.h"
 #include "an_tokenizer.h"
 #include "k_preview.h"
+#include "q_io.h"
 #include "tui.h"
+
+/* the KLD run's text file is read whole, up to this size */
+#define WK_TEXT_MAX ((size_t)256 << 20)
 
 typedef struct wk_job {
     int64_t t;
@@ -200,52 +204,6 @@ static void requeue_last(const wk_job *j)
     W.nq++;
 }
 
-/* Reads a whole text file (at most 256 MiB), NUL-terminated. */
-static q_status read_text(const char *path, char **out, size_t *len, q_err *err)
-{
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return q_fail(err, Q_ENOINPUT, "%s: cannot open", path);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    q_status st = Q_OK;
-    while (buf) {
-        if (n == cap) {
-            if (cap >= ((size_t)1 << 28)) {
-                st = q_fail(err, Q_EUSAGE, "%s: larger than 256 MiB", path);
-                goto fail;
-            }
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        size_t k = fread(buf + n, 1, cap - n, fp);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    if (!buf) {
-        st = q_fail(err, Q_ENOMEM, "out of memory");
-        goto fail;
-    }
-    if (ferror(fp)) {
-        st = q_fail(err, Q_EIO, "%s: read error", path);
-        goto fail;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return Q_OK;
-fail:
-    fclose(fp);
-    free(buf);
-    return st;
-}
-
 typedef struct kld_run {
     uint64_t gen;
     int64_t ctx;
@@ -294,7 +252,7 @@ static void run_kld(const char *path, int64_t ctx, q_resolved *res, const q_imat
     if (st == Q_OK)
         st = an_fwd_open(m, -1, &quant, &err);
     if (st == Q_OK)
-        st = read_text(path, &text, &len, &err);
+        st = q_read_small_file(path, WK_TEXT_MAX, &text, &len, &err);
     if (st == Q_OK) {
         char tj[PATH_MAX + 32];
         snprintf(tj, sizeof tj, "%s/tokenizer.json", m->path);

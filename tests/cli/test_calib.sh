@@ -54,6 +54,17 @@ awk 'BEGIN { for (i = 0; i < 192; i++) printf "%d ", 3 + (i * 37) % 509; print "
 expect_rc 0 "calib GGUF --tokens" -- $QTUNE calib "$S" --tokens "$TMPD/ids.txt" --ctx 64 -o "$TMPD/t-gguf.gguf"
 expect_rc 0 "calib HF dir --tokens" -- $QTUNE calib "$MODELS/stories260K-hf" --tokens "$TMPD/ids.txt" \
     --ctx 64 -o "$TMPD/t-hf.gguf"
+# the same ids through a pipe: the same file, byte for byte
+expect_rc 0 "calib --tokens from a pipe" -- $QTUNE calib "$S" --tokens <(cat "$TMPD/ids.txt") \
+    --ctx 64 -o "$TMPD/t-pipe.gguf"
+$py - "$TMPD/t-gguf.gguf" "$TMPD/t-pipe.gguf" <<'EOF' && ok "pipe and file give the same imatrix" \
+    || bad "calib from a pipe differs from the file"
+import sys, numpy as np, gguf
+a, b = ({t.name: np.asarray(t.data) for t in gguf.GGUFReader(p).tensors} for p in sys.argv[1:3])
+assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+EOF
+expect_rc 66 "--text a directory" -- $QTUNE calib "$S" --text "$TMPD" -o "$TMPD/x"
+expect_err "a directory, not a file" "directory named"
 $py - "$TMPD/t-gguf.gguf" "$TMPD/t-hf.gguf" <<'EOF' && ok "HF and GGUF statistics agree" || bad "HF vs GGUF statistics"
 import sys, numpy as np, gguf
 a, b = ({t.name: np.asarray(t.data) for t in gguf.GGUFReader(p).tensors} for p in sys.argv[1:3])
