@@ -928,6 +928,7 @@ size_t kf_src_cap;
 void *kf_scr;          /* device: partials, histograms, result, imatrix, ranges */
 size_t kf_scr_cap;
 bool kf_emu; /* k_cuda_fused_emulate: the kernels' code runs on the host */
+bool kf_emu_fault; /* k_cuda_fused_emulate_fault: every emulated run fails */
 cudaEvent_t kf_ev[3];
 bool kf_ev_ok, kf_ev_tried;
 bool kf_have_timing;
@@ -1299,6 +1300,8 @@ q_status kf_emu_run(const void *src, k_src type, size_t bytes, int64_t rows, int
                     const float *trange, q_metrics_acc *res, int64_t *nbad, q_err *err)
 {
     kf_have_timing = false;
+    if (kf_emu_fault)
+        return q_fail(err, Q_EINTERNAL, "k_cuda_preview: emulated device fault");
     kf_job j;
     const bool wide = kf_setup(j, rows, cols, fmt, kind, range, trange);
     const long long blocks = ((long long)rows * j.upr + KF_THREADS - 1) / KF_THREADS;
@@ -1563,6 +1566,16 @@ extern "C" bool k_cuda_fused_emulate(bool on)
         kf_emu = on;
         kf_have_timing = false;
     }
+    kf_emu_fault = kf_emu_fault && on;
     pthread_mutex_unlock(&kf_lock);
     return true;
+}
+
+extern "C" bool k_cuda_fused_emulate_fault(bool on)
+{
+    pthread_mutex_lock(&kf_lock);
+    const bool emu = kf_emu;
+    kf_emu_fault = emu && on;
+    pthread_mutex_unlock(&kf_lock);
+    return emu;
 }

@@ -104,6 +104,12 @@ bool k_cuda_fused_available(char *why, size_t cap);
  * flight. Returns false, doing nothing, in a build without CUDA. */
 bool k_cuda_fused_emulate(bool on);
 
+/* A test aid for the callers' fallback: with on (and emulation on), every
+ * k_cuda_preview fails as one whose CUDA call failed does (Q_EINTERNAL,
+ * "k_cuda_preview: emulated device fault"); off, or emulation switched off,
+ * ends it. Returns false, doing nothing, when emulation is off. */
+bool k_cuda_fused_emulate_fault(bool on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -110,4 +110,10 @@ bool k_cuda_fused_emulate(bool on)
     return false;
 }
 
+bool k_cuda_fused_emulate_fault(bool on)
+{
+    (void)on;
+    return false;
+}
+
 #endif

@@ -4,6 +4,8 @@
 
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -296,6 +298,42 @@ static void kp_merge(q_metrics_acc *out, double range, const q_metrics_acc *accs
     }
 }
 
+/* The first failure of the GPU path (a cancel is none) turns it off for the
+ * rest of the process, so that a broken device or one out of memory costs
+ * one attempt, not one a preview; its message is kept for the user
+ * (k_preview_gpu_failed). */
+static pthread_mutex_t kp_gpu_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool kp_gpu_off;
+static q_err kp_gpu_err;
+
+bool k_preview_gpu_failed(char *why, size_t cap)
+{
+    pthread_mutex_lock(&kp_gpu_lock);
+    const bool off = kp_gpu_off;
+    if (why && cap)
+        snprintf(why, cap, "%s", off ? kp_gpu_err.msg : "");
+    pthread_mutex_unlock(&kp_gpu_lock);
+    return off;
+}
+
+void k_preview_gpu_retry(void)
+{
+    pthread_mutex_lock(&kp_gpu_lock);
+    kp_gpu_off = false;
+    kp_gpu_err.msg[0] = 0;
+    pthread_mutex_unlock(&kp_gpu_lock);
+}
+
+static void kp_gpu_fail(const q_err *e)
+{
+    pthread_mutex_lock(&kp_gpu_lock);
+    if (!kp_gpu_off) {
+        kp_gpu_off = true;
+        kp_gpu_err = *e;
+    }
+    pthread_mutex_unlock(&kp_gpu_lock);
+}
+
 /* Whether the exact pass runs on the CUDA device: a CUDA build with a usable
  * GPU, or its emulation (k_cuda_fused_available), a format with a CUDA kernel
  * quantized plainly (round-to-nearest, or a weighted search without weights),
@@ -311,7 +349,7 @@ static bool kp_gpu_wanted(const kp_job *j, bool wsearch)
         (q->imatrix && q->imatrix_n_mat > 1) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
         return false;
     const char *off = getenv("QTUNE_NO_GPU");
-    if (off && *off && strcmp(off, "0") != 0)
+    if ((off && *off && strcmp(off, "0") != 0) || k_preview_gpu_failed(NULL, 0))
         return false;
     return k_cuda_fused_available(NULL, 0);
 }
@@ -465,13 +503,15 @@ q_status k_preview_tensor(const k_preview_req *req, k_preview_cb cb, void *user,
         int64_t total_bad = 0;
         bool gpu = kp_gpu_wanted(&j, wsearch);
         if (gpu) {
-            q_err gerr;
+            q_err gerr = {{0}};
             st = kp_gpu_exact(&j, range, &acc, &total_bad, &gerr);
             if (st == Q_ECANCELLED) {
                 st = q_fail(err, Q_ECANCELLED, "cancelled");
                 goto done;
             }
             gpu = st == Q_OK;
+            if (!gpu)
+                kp_gpu_fail(&gerr);
         }
         if (!gpu) {
             st = kp_pass_run(&j, KP_MEASURE, nb, NULL, range, accs, bad, NULL, err);

@@ -1009,6 +1009,54 @@ static void test_estimate_band(void **state)
     free(x);
 }
 
+/* A failure of the GPU path: that preview is measured on the CPU (the same
+ * bits as with QTUNE_NO_GPU=1), the failure is kept for the user, later
+ * previews stay on the CPU until k_preview_gpu_retry. Emulated runs only. */
+static void test_gpu_fault(void **state)
+{
+    (void)state;
+    if (!g_emulated)
+        skip();
+    const int64_t rows = 256, cols = 512;
+    float *x = gen(rows, cols, 0x6a11);
+    ttensor tt;
+    make_tensor(&tt, x, rows, cols, Q_DT_F32);
+    q_fmt_spec s;
+    assert_true(q_fmt_parse("q4_0", &s));
+    k_preview_req req = {.tensor = &tt.t, .fmt = s, .method = Q_METHOD_RTN};
+    k_preview_result gpu, cpu, fin;
+    char why[256];
+    k_preview_gpu_retry();
+    assert_int_equal(k_preview_tensor(&req, NULL, NULL, &gpu, NULL), Q_OK);
+    assert_true(gpu.on_gpu);
+    assert_false(k_preview_gpu_failed(why, sizeof why));
+    assert_string_equal(why, "");
+    assert_int_equal(setenv("QTUNE_NO_GPU", "1", 1), 0);
+    assert_int_equal(k_preview_tensor(&req, NULL, NULL, &cpu, NULL), Q_OK);
+    assert_int_equal(unsetenv("QTUNE_NO_GPU"), 0);
+    assert_false(cpu.on_gpu);
+
+    assert_true(k_cuda_fused_emulate_fault(true));
+    assert_int_equal(k_preview_tensor(&req, NULL, NULL, &fin, NULL), Q_OK);
+    assert_false(fin.on_gpu);
+    assert_true(fin.exact);
+    assert_memory_equal(&fin.acc, &cpu.acc, sizeof fin.acc);
+    assert_true(k_preview_gpu_failed(why, sizeof why));
+    assert_string_equal(why, "k_cuda_preview: emulated device fault");
+    /* the device works again, the preview does not try it */
+    assert_true(k_cuda_fused_emulate_fault(false));
+    assert_int_equal(k_preview_tensor(&req, NULL, NULL, &fin, NULL), Q_OK);
+    assert_false(fin.on_gpu);
+    assert_true(k_preview_gpu_failed(NULL, 0));
+    k_preview_gpu_retry();
+    assert_false(k_preview_gpu_failed(NULL, 0));
+    assert_int_equal(k_preview_tensor(&req, NULL, NULL, &fin, NULL), Q_OK);
+    assert_true(fin.on_gpu);
+    assert_memory_equal(&fin.acc, &gpu.acc, sizeof fin.acc);
+    free(tt.data);
+    free(x);
+}
+
 typedef struct canceller {
     atomic_int *flag;
     struct timespec at;
@@ -1122,7 +1170,7 @@ int main(void)
         cmocka_unit_test(test_f16c_rounding), cmocka_unit_test(test_float_targets),
         cmocka_unit_test(test_apply_variants),  cmocka_unit_test(test_threads),
         cmocka_unit_test(test_estimate_band),   cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_init),
+        cmocka_unit_test(test_gpu_fault),       cmocka_unit_test(test_init),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

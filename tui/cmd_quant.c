@@ -15,6 +15,7 @@
 #include "an_calib.h"
 #include "cli.h"
 #include "k_cuda_fused.h"
+#include "k_preview.h"
 #include "q_apply.h"
 #include "q_dtype.h"
 #include "q_format.h"
@@ -450,6 +451,9 @@ int cmd_preview(int argc, char **argv)
         if (st == Q_OK && a.imatrix)
             st = compute_out_err(&j, a.imatrix, &err);
         signal(SIGINT, SIG_DFL);
+        char why[512];
+        if (k_preview_gpu_failed(why, sizeof why))
+            cli_errorf("the GPU failed, the CPU measured the rest: %s", why);
         if (st != Q_OK) {
             cli_errorf("%s", err.msg);
             rc = (int)st;

@@ -119,6 +119,7 @@ static struct app {
     char stats_err[160];
     int left_w;
     bool have_oe;          /* some result carried an output error (imatrix sample) */
+    bool gpu_told;         /* the GPU path's failure was shown */
     /* model-level KL divergence (:kld, K) */
     char kld_path[PATH_MAX];
     int64_t kld_ctx_arg;   /* as asked (0: default) */
@@ -383,6 +384,12 @@ static int poll_results(void)
                 }
             }
         }
+    }
+    /* the GPU failed once: said once, on the status line */
+    char why[sizeof A.msg - 64];
+    if (total > 0 && !A.gpu_told && k_preview_gpu_failed(why, sizeof why)) {
+        A.gpu_told = true;
+        msgf(true, "GPU failed, previews on the CPU: %s", why);
     }
     return total;
 }
