@@ -989,6 +989,20 @@ static void kk_k45_params(int nmax, bool imat, float *rmin, float *rdelta, int *
 
 /* Super-blocks x[0], x[1] with weights qw[0], qw[1] (both NULL without
  * imatrix) into lane order, with the weights of the search. */
+/* q_qh_sumsq of g (1 or 2) super-blocks, their chains of additions side by
+ * side (one chain is 256 dependent additions). */
+static void kk_sumsq2(const float *const *x, int g, float *out)
+{
+    const float *x0 = x[0], *x1 = x[g - 1];
+    float s0 = 0, s1 = 0;
+    for (int j = 0; j < QK_K; ++j) {
+        s0 += x0[j] * x0[j];
+        s1 += x1[j] * x1[j];
+    }
+    out[0] = s0;
+    out[1] = s1;
+}
+
 KK_AVX2 static void kk_k45_prep(const float *const *x, const float *const *qw, kk_k45_work *w)
 {
     const float *sb[16];
@@ -1004,13 +1018,9 @@ KK_AVX2 static void kk_k45_prep(const float *const *x, const float *const *qw, k
     for (int s = 0; s < 16; ++s)
         qb[s] = qw[s / 8] + 32 * (s % 8);
     kk_transpose(qb, 32, qt);
-    /* the two Σx² chains in one loop, each in element order */
-    float s0 = 0, s1 = 0;
-    for (int j = 0; j < QK_K; ++j) {
-        s0 += x[0][j] * x[0][j];
-        s1 += x[1][j] * x[1][j];
-    }
-    float sig[2] = {2 * s0 / QK_K, 2 * s1 / QK_K};
+    float ss[2];
+    kk_sumsq2(x, 2, ss);
+    float sig[2] = {2 * ss[0] / QK_K, 2 * ss[1] / QK_K};
     kk_w_imat(32, w->xt, qt, sig, w->wt, w->sw);
 }
 
@@ -1026,6 +1036,116 @@ KK_AVX2 static void kk_k45_search(int nmax, bool imat, kk_k45_work *w, int g)
     kk_qkx_g(g, 32, nmax, s, rmin, rdelta, nstep, false);
 }
 
+/* q_qh_make_qp on four problems at once, problem k in lane k: x[k][0..n),
+ * weights qw[k], n <= 16. Every lane does the reference's float operations
+ * in its order; its branches become masks, and its "no level changed, stop"
+ * ends the passes when no lane changed (a lane with no change in a pass would
+ * change nothing in the next: the same state, the same decisions). The
+ * levels are kept as the reference's uint8_t holds them (a level out of
+ * 0..255 wraps). Returns false, writing nothing, when a lane leaves the path
+ * the lanes share: a value negative or not finite, or a maximum below
+ * Q_QH_GROUP_MAX_EPS (the caller runs the reference then). L[k][0..n) and
+ * out[k] as q_qh_make_qp's levels and result. (q2_k with an importance
+ * matrix: 20% of its time was the reference's make_qp, scalar.) */
+KK_AVX2 static bool kk_make_qp4(int n, int nmax, const float *const *x, const float *const *qw,
+                                uint8_t *const *L, float *out)
+{
+    __m128 X[16], W[16], WX[16];
+    __m128i Lv[16];
+    const __m128 zero = _mm_setzero_ps(), fmax = _mm_set1_ps(3.402823466e38f);
+    __m128 max = zero, bad = zero;
+    for (int i = 0; i < n; ++i) {
+        X[i] = _mm_setr_ps(x[0][i], x[1][i], x[2][i], x[3][i]);
+        W[i] = _mm_setr_ps(qw[0][i], qw[1][i], qw[2][i], qw[3][i]);
+        /* not (0 <= x <= FLT_MAX): negative, infinite or NaN */
+        bad = _mm_or_ps(bad, _mm_cmpnge_ps(X[i], zero));
+        bad = _mm_or_ps(bad, _mm_cmpnle_ps(X[i], fmax));
+        max = _mm_max_ps(X[i], max); /* max > x ? max : x, NaN-free */
+    }
+    bad = _mm_or_ps(bad, _mm_cmplt_ps(max, _mm_set1_ps(Q_QH_GROUP_MAX_EPS)));
+    if (_mm_movemask_ps(bad))
+        return false;
+    const __m128i inmax = _mm_set1_epi32(nmax);
+    const __m128 magic = _mm_set1_ps(12582912.f), one = _mm_set1_ps(1.f);
+#define KK_NEAREST(f)                                                                          \
+    _mm_sub_epi32(_mm_and_si128(_mm_castps_si128(_mm_add_ps((f), magic)),                     \
+                                _mm_set1_epi32(0x007fffff)),                                   \
+                  _mm_set1_epi32(0x00400000))
+    __m128 iscale = _mm_div_ps(_mm_set1_ps((float)nmax), max);
+    const __m128 scale0 = _mm_div_ps(one, iscale);
+    __m128 best = zero;
+    for (int i = 0; i < n; ++i) {
+        /* (uint8_t) of a level <= nmax: no wrap */
+        const __m128 l = _mm_cvtepi32_ps(KK_NEAREST(_mm_mul_ps(iscale, X[i])));
+        const __m128 diff = _mm_sub_ps(X[i], _mm_mul_ps(scale0, l));
+        best = _mm_add_ps(best, _mm_mul_ps(_mm_mul_ps(W[i], diff), diff));
+    }
+    for (int is = -4; is <= 4; ++is) {
+        if (is == 0)
+            continue;
+        const __m128 iscale_is = _mm_div_ps(_mm_set1_ps(0.1f * is + nmax), max);
+        const __m128 scale_is = _mm_div_ps(one, iscale_is);
+        __m128 mse = zero;
+        for (int i = 0; i < n; ++i) {
+            const __m128i li = _mm_min_epi32(inmax, KK_NEAREST(_mm_mul_ps(iscale_is, X[i])));
+            const __m128 diff = _mm_sub_ps(X[i], _mm_mul_ps(scale_is, _mm_cvtepi32_ps(li)));
+            mse = _mm_add_ps(mse, _mm_mul_ps(_mm_mul_ps(W[i], diff), diff));
+        }
+        const __m128 upd = _mm_cmplt_ps(mse, best);
+        best = _mm_blendv_ps(best, mse, upd);
+        iscale = _mm_blendv_ps(iscale, iscale_is, upd);
+    }
+    __m128 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+        Lv[i] = _mm_min_epi32(inmax, KK_NEAREST(_mm_mul_ps(iscale, X[i])));
+        const __m128 l = _mm_cvtepi32_ps(Lv[i]);
+        WX[i] = _mm_mul_ps(W[i], X[i]);
+        sumlx = _mm_add_ps(sumlx, _mm_mul_ps(WX[i], l));
+        suml2 = _mm_add_ps(suml2, _mm_mul_ps(_mm_mul_ps(W[i], l), l));
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        __m128 changed = zero;
+        for (int i = 0; i < n; ++i) {
+            const __m128 l = _mm_cvtepi32_ps(Lv[i]);
+            __m128 slx = _mm_sub_ps(sumlx, _mm_mul_ps(WX[i], l));
+            __m128 sl2 = _mm_sub_ps(suml2, _mm_mul_ps(_mm_mul_ps(W[i], l), l));
+            const __m128 pos = _mm_and_ps(_mm_cmpgt_ps(slx, zero), _mm_cmpgt_ps(sl2, zero));
+            const __m128i nl =
+                _mm_min_epi32(inmax, KK_NEAREST(_mm_div_ps(_mm_mul_ps(X[i], sl2), slx)));
+            const __m128 moved =
+                _mm_andnot_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(nl, Lv[i])), pos);
+            if (!_mm_movemask_ps(moved))
+                continue;
+            const __m128 nlf = _mm_cvtepi32_ps(nl);
+            slx = _mm_add_ps(slx, _mm_mul_ps(WX[i], nlf));
+            sl2 = _mm_add_ps(sl2, _mm_mul_ps(_mm_mul_ps(W[i], nlf), nlf));
+            const __m128 take = _mm_and_ps(
+                moved, _mm_cmpgt_ps(_mm_mul_ps(_mm_mul_ps(slx, slx), suml2),
+                                    _mm_mul_ps(_mm_mul_ps(sumlx, sumlx), sl2)));
+            Lv[i] = _mm_castps_si128(_mm_blendv_ps(
+                _mm_castsi128_ps(Lv[i]),
+                _mm_castsi128_ps(_mm_and_si128(nl, _mm_set1_epi32(0xff))), take));
+            sumlx = _mm_blendv_ps(sumlx, slx, take);
+            suml2 = _mm_blendv_ps(suml2, sl2, take);
+            changed = _mm_or_ps(changed, take);
+        }
+        if (!_mm_movemask_ps(changed))
+            break;
+    }
+#undef KK_NEAREST
+    _Alignas(16) int32_t lv[16][4];
+    for (int i = 0; i < n; ++i)
+        _mm_store_si128((__m128i *)(void *)lv[i], Lv[i]);
+    _Alignas(16) float r[4];
+    _mm_store_ps(r, _mm_blendv_ps(zero, _mm_div_ps(sumlx, suml2), _mm_cmpgt_ps(suml2, zero)));
+    for (int k = 0; k < 4; ++k) {
+        for (int i = 0; i < n; ++i)
+            L[k][i] = (uint8_t)lv[i][k];
+        out[k] = r[k];
+    }
+    return true;
+}
+
 /* The blocks of the searched pair x[0], x[1] (qw as for kk_k45_prep) into
  * out[0], out[1] (q4 or q5). */
 KK_AVX2 static void kk_k45_finish(int nmax, const float *const *x, const float *const *qw,
@@ -1034,12 +1154,24 @@ KK_AVX2 static void kk_k45_finish(int nmax, const float *const *x, const float *
     const float *scales = w->scales, *mins = w->mins, *sw = w->sw;
     const kk_recipe *rec = &w->rec;
     uint8_t L[2 * QK_K];
+    /* with an importance matrix, the scales' and mins' make_qp of both blocks
+     * in the lanes of one kk_make_qp4 */
+    uint8_t Lq[4][QK_K / 32];
+    float dq[4];
+    const float *const qx[4] = {scales, mins, scales + 8, mins + 8};
+    const float *const qwq[4] = {sw, sw, sw + 8, sw + 8};
+    uint8_t *const Lo[4] = {Lq[0], Lq[1], Lq[2], Lq[3]};
+    const bool qp4 = qw[0] && kk_make_qp4(QK_K / 32, 63, qx, qwq, Lo, dq);
     for (int v = 0; v < 2; ++v) {
         uint16_t d16, dm16;
         uint8_t packed[K_SCALE_SIZE];
         uint8_t *Lv = L + v * QK_K;
-        q_qh_k45_tail(nmax, scales + 8 * v, mins + 8 * v, qw[0] ? sw + 8 * v : NULL, &d16, &dm16,
-                    packed);
+        if (qp4)
+            q_qh_k45_put(nmax, Lq[2 * v], Lq[2 * v + 1], dq[2 * v], dq[2 * v + 1], &d16, &dm16,
+                         packed);
+        else
+            q_qh_k45_tail(nmax, scales + 8 * v, mins + 8 * v, qw[0] ? sw + 8 * v : NULL, &d16,
+                          &dm16, packed);
         const float dall = q_f16_to_f32(d16), mall = q_f16_to_f32(dm16);
         for (int j = 0; j < QK_K / 32; ++j) {
             uint8_t sc, m;
@@ -1148,7 +1280,8 @@ typedef struct kk_q2_work {
     kk_recipe rec;
 } kk_q2_work;
 
-KK_AVX2 static void kk_q2_prep(const float *x, const float *qw, kk_q2_work *w)
+/* sumsq: q_qh_sumsq(x) (with qw only) */
+KK_AVX2 static void kk_q2_prep(const float *x, const float *qw, float sumsq, kk_q2_work *w)
 {
     const float *sb[16];
     for (int s = 0; s < 16; ++s)
@@ -1164,7 +1297,7 @@ KK_AVX2 static void kk_q2_prep(const float *x, const float *qw, kk_q2_work *w)
         sb[s] = qw + 16 * s;
     kk_transpose(sb, 16, qt);
     float sig[2];
-    sig[0] = sig[1] = q_qh_sumsq(x) / QK_K;
+    sig[0] = sig[1] = sumsq / QK_K;
     kk_w_imat(16, w->xt, qt, sig, w->wt, w->sw);
 }
 
@@ -1178,15 +1311,30 @@ KK_AVX2 static void kk_q2_blocks(const float *const *x, const float *const *qw, 
     const float rmin = imat ? -0.9f : -0.5f, rdelta = imat ? 0.05f : 0.1f;
     const int nstep = imat ? 36 : 15;
     kk_search s[2] = {{NULL, NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL, NULL}};
+    float sumsq[2] = {0, 0};
+    if (imat)
+        kk_sumsq2(x, g, sumsq);
     for (int k = 0; k < g; ++k) {
-        kk_q2_prep(x[k], qw[k], &w[k]);
+        kk_q2_prep(x[k], qw[k], sumsq[k], &w[k]);
         s[k] = (kk_search){w[k].xt, w[k].wt, w[k].scales, w[k].mins, &w[k].rec};
     }
     kk_qkx_g(g, 16, 3, s, rmin, rdelta, nstep, !imat);
+    /* with an importance matrix, the scales' and mins' make_qp of both blocks
+     * (of block 0 twice when g is 1) in the lanes of one kk_make_qp4 */
+    const int k1 = g - 1;
+    uint8_t Lq[4][QK_K / 16];
+    float dq[4];
+    const float *const qx[4] = {w[0].scales, w[0].mins, w[k1].scales, w[k1].mins};
+    const float *const qwq[4] = {w[0].sw, w[0].sw, w[k1].sw, w[k1].sw};
+    uint8_t *const Lo[4] = {Lq[0], Lq[1], Lq[2], Lq[3]};
+    const bool qp4 = imat && kk_make_qp4(QK_K / 16, 15, qx, qwq, Lo, dq);
     for (int k = 0; k < g; ++k) {
         uint8_t L[QK_K];
         memset(&b[k], 0, sizeof b[k]);
-        q_qh_q2_tail(w[k].scales, w[k].mins, imat ? w[k].sw : NULL, &b[k]);
+        if (qp4)
+            q_qh_q2_put(Lq[2 * k], Lq[2 * k + 1], dq[2 * k], dq[2 * k + 1], &b[k]);
+        else
+            q_qh_q2_tail(w[k].scales, w[k].mins, imat ? w[k].sw : NULL, &b[k]);
         const float dall = q_f16_to_f32(b[k].d);
         const float mall = q_f16_to_f32(b[k].dmin);
         for (int j = 0; j < QK_K / 16; ++j) {
@@ -1202,7 +1350,64 @@ KK_AVX2 static void kk_q2_blocks(const float *const *x, const float *const *qw, 
     }
 }
 
-KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
+/* q_qh_make_qx with weights qw (never NULL) for n <= 16 values: its 19 trial
+ * scales (the first, then is = -9..9 without 0) side by side in the lanes
+ * of three registers, each lane's sums in the reference's order; the choice
+ * among them, in trial order, and the levels as the reference has them.
+ * (Q3_K with an importance matrix: its scales' make_qx, scalar, was 31% of
+ * the time.) */
+KK_AVX2 static float kk_make_qx_w(int n, int nmax, const float *x, int8_t *L, const float *qw)
+{
+    float amax;
+    const float max = q_qh_absmax(n, x, &amax);
+    if (amax < Q_QH_GROUP_MAX_EPS)
+        return q_qh_make_qx(n, nmax, x, L, qw);
+    _Alignas(32) float isc[24];
+    isc[0] = -nmax / max;
+    for (int t = 1, is = -9; is <= 9; ++is)
+        if (is != 0)
+            isc[t++] = -(nmax + 0.1f * is) / max;
+    for (int t = 19; t < 24; ++t)
+        isc[t] = isc[0];
+    __m256 iv[3], slx[3], sl2[3];
+    for (int r = 0; r < 3; ++r) {
+        iv[r] = _mm256_load_ps(isc + 8 * r);
+        slx[r] = sl2[r] = _mm256_setzero_ps();
+    }
+    for (int i = 0; i < n; ++i) {
+        const __m256 xi = _mm256_set1_ps(x[i]), wi = _mm256_set1_ps(qw[i]);
+        const __m256 wx = _mm256_set1_ps(qw[i] * x[i]);
+        for (int r = 0; r < 3; ++r) {
+            const __m256 l = _mm256_cvtepi32_ps(
+                kk_vclamp(kk_vnint(_mm256_mul_ps(iv[r], xi)), -nmax, nmax - 1));
+            slx[r] = _mm256_add_ps(slx[r], _mm256_mul_ps(wx, l));
+            sl2[r] = _mm256_add_ps(sl2[r], _mm256_mul_ps(_mm256_mul_ps(wi, l), l));
+        }
+    }
+    _Alignas(32) float sx[24], s2[24];
+    for (int r = 0; r < 3; ++r) {
+        _mm256_store_ps(sx + 8 * r, slx[r]);
+        _mm256_store_ps(s2 + 8 * r, sl2[r]);
+    }
+    float iscale = isc[0];
+    float scale = s2[0] ? sx[0] / s2[0] : 0.0f;
+    float best = scale * sx[0];
+    for (int t = 1; t < 19; ++t) {
+        if (s2[t] > 0 && sx[t] * sx[t] > best * s2[t]) {
+            iscale = isc[t];
+            scale = sx[t] / s2[t];
+            best = scale * sx[t];
+        }
+    }
+    for (int i = 0; i < n; ++i) {
+        const int l = q_qh_nearest_int(iscale * x[i]);
+        L[i] = (int8_t)(nmax + q_qh_imax(-nmax, q_qh_imin(nmax - 1, l)));
+    }
+    return scale;
+}
+
+/* sumsq: q_qh_sumsq(x) (with qw only) */
+KK_AVX2 static void kk_q3_block(const float *x, const float *qw, float sumsq, block_q3_K *b)
 {
     _Alignas(32) float xt[KK_NV * 16 * 8];
     float scales[16];
@@ -1224,10 +1429,12 @@ KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
             sb[s] = qw + 16 * s;
         kk_transpose(sb, 16, qt);
         float sig[2];
-        sig[0] = sig[1] = 2 * q_qh_sumsq(x) / QK_K;
+        sig[0] = sig[1] = 2 * sumsq / QK_K;
         kk_w_imat(16, xt, qt, sig, wt, sw);
         kk_qx(16, 4, xt, wt, scales, &rec);
-        q_qh_q3_tail(scales, sw, b);
+        int8_t Ls[QK_K / 16];
+        const float d_block = kk_make_qx_w(QK_K / 16, 32, scales, Ls, sw);
+        q_qh_q3_put_all(Ls, d_block, b);
     }
     const float dall = q_f16_to_f32(b->d);
     for (int j = 0; j < QK_K / 16; ++j) {
@@ -1250,6 +1457,18 @@ KK_AVX2 static void kk_q3_block(const float *x, const float *qw, block_q3_K *b)
     }
     _mm256_storeu_si256((__m256i *)(void *)b->hmask, hmask);
     kk_2bit_pack(b->qs, L);
+}
+
+/* g (1 or 2) Q3_K super-blocks x[k] (weights qw[k], NULL without imatrix)
+ * into b[k], their Σx² side by side. */
+KK_AVX2 static void kk_q3_blocks(const float *const *x, const float *const *qw, block_q3_K *b,
+                                 int g)
+{
+    float sumsq[2] = {0, 0};
+    if (qw[0])
+        kk_sumsq2(x, g, sumsq);
+    for (int k = 0; k < g; ++k)
+        kk_q3_block(x[k], qw[k], sumsq[k], &b[k]);
 }
 
 /* ---- IQ4_NL: sixteen 32-element blocks per call, one block per lane ---- */
@@ -1646,6 +1865,26 @@ static bool kk_simd(void)
 
 /* ---- public entry points ---- */
 
+bool k_make_qp4(int n, int nmax, const float *const *x, const float *const *qw,
+                uint8_t *const *L, float *out)
+{
+#if KK_X86
+    if (kk_simd() && n >= 1 && n <= 16)
+        return kk_make_qp4(n, nmax, x, qw, L, out);
+#endif
+    (void)nmax, (void)x, (void)qw, (void)L, (void)out;
+    return false;
+}
+
+float k_make_qx_w(int n, int nmax, const float *x, int8_t *L, const float *qw)
+{
+#if KK_X86
+    if (kk_simd() && n >= 1 && n <= 16)
+        return kk_make_qx_w(n, nmax, x, L, qw);
+#endif
+    return q_qh_make_qx(n, nmax, x, L, qw);
+}
+
 static size_t kk_k45(int nmax, const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                      const float *imatrix)
 {
@@ -1706,6 +1945,27 @@ static size_t kk_k45(int nmax, const float *src, void *dst, int64_t nrows, int64
         return (size_t)total * sizeof(BLOCK_T);                                                   \
     } while (0)
 
+/* Two super-blocks at a time (Q2_K, Q3_K): pairfn(x, qw, blocks, g) with g
+ * (1 or 2) super-blocks x[k], weights qw[k] (NULL without imatrix). */
+#define KK_EACH_PAIR(BLOCK_T, pairfn)                                                             \
+    do {                                                                                          \
+        const int64_t nb = n_per_row / QK_K;                                                      \
+        const int64_t total = nrows * nb;                                                         \
+        uint8_t *out = dst;                                                                       \
+        for (int64_t b = 0; b < total; b += 2) {                                                  \
+            const int g = b + 1 < total ? 2 : 1;                                                  \
+            const float *x[2] = {NULL, NULL}, *qw[2] = {NULL, NULL};                              \
+            for (int k = 0; k < g; ++k) {                                                         \
+                x[k] = kk_blk(src, n_per_row, nb, b + k);                                         \
+                qw[k] = imatrix ? imatrix + ((b + k) % nb) * QK_K : NULL;                         \
+            }                                                                                     \
+            BLOCK_T o[2];                                                                         \
+            pairfn(x, qw, o, g);                                                                  \
+            memcpy(out + (size_t)b * sizeof o[0], o, (size_t)g * sizeof o[0]);                    \
+        }                                                                                         \
+        return (size_t)total * sizeof(BLOCK_T);                                                   \
+    } while (0)
+
 size_t k_quantize_q4_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                        const float *imatrix)
 {
@@ -1740,21 +2000,7 @@ size_t k_quantize_q2_k(const float *src, void *dst, int64_t nrows, int64_t n_per
     if (!kk_simd())
         return q_quantize_q2_k(src, dst, nrows, n_per_row, imatrix);
 #if KK_X86
-    const int64_t nb = n_per_row / QK_K;
-    const int64_t total = nrows * nb;
-    uint8_t *out = dst;
-    for (int64_t b = 0; b < total; b += 2) {
-        const int g = b + 1 < total ? 2 : 1;
-        const float *x[2] = {NULL, NULL}, *qw[2] = {NULL, NULL};
-        for (int k = 0; k < g; ++k) {
-            x[k] = kk_blk(src, n_per_row, nb, b + k);
-            qw[k] = imatrix ? imatrix + ((b + k) % nb) * QK_K : NULL;
-        }
-        block_q2_K o[2];
-        kk_q2_blocks(x, qw, o, g);
-        memcpy(out + (size_t)b * sizeof o[0], o, (size_t)g * sizeof o[0]);
-    }
-    return (size_t)total * sizeof(block_q2_K);
+    KK_EACH_PAIR(block_q2_K, kk_q2_blocks);
 #else
     return 0;
 #endif
@@ -1766,7 +2012,7 @@ size_t k_quantize_q3_k(const float *src, void *dst, int64_t nrows, int64_t n_per
     if (!kk_simd())
         return q_quantize_q3_k(src, dst, nrows, n_per_row, imatrix);
 #if KK_X86
-    KK_EACH_BLOCK(block_q3_K, kk_q3_block);
+    KK_EACH_PAIR(block_q3_K, kk_q3_blocks);
 #else
     return 0;
 #endif

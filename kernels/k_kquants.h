@@ -12,6 +12,7 @@
 #ifndef K_KQUANTS_H
 #define K_KQUANTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,5 +40,16 @@ size_t k_quantize_q6_k(const float *src, void *dst, int64_t nrows, int64_t n_per
  * multiple of 32, as q_quantize_iq4_nl. */
 size_t k_quantize_iq4_nl(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                          const float *imatrix);
+
+/* The vector forms of the references' scale quantizers, exposed for the
+ * tests: the same levels and result as q_qh_make_qp and q_qh_make_qx (with
+ * weights) for the same arguments, n <= 16. k_make_qp4 solves four problems
+ * at once (values x[k], weights qw[k], levels into L[k], result into
+ * out[k]) and returns false, writing nothing, for inputs it leaves to the
+ * reference: a value negative or not finite, a maximum below 1e-15, n out of
+ * 1..16, or no AVX2. k_make_qx_w without AVX2 is the reference. */
+bool k_make_qp4(int n, int nmax, const float *const *x, const float *const *qw,
+                uint8_t *const *L, float *out);
+float k_make_qx_w(int n, int nmax, const float *x, int8_t *L, const float *qw);
 
 #endif

@@ -259,16 +259,21 @@ int q_qh_q3_get(const uint8_t *scales, int j)
     return sc;
 }
 
+void q_qh_q2_put(const uint8_t *Ls, const uint8_t *Lm, float dm, float mm, block_q2_K *b)
+{
+    b->d = q_qh_f16(dm);
+    b->dmin = q_qh_f16(mm);
+    for (int j = 0; j < QK_K / 16; ++j)
+        b->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+}
+
 void q_qh_q2_tail(const float *scales, const float *mins, const float *sw, block_q2_K *b)
 {
     if (sw) {
         uint8_t Ls[QK_K / 16], Lm[QK_K / 16];
-        float dm = q_qh_make_qp(QK_K / 16, 15, scales, Ls, sw);
-        float mm = q_qh_make_qp(QK_K / 16, 15, mins, Lm, sw);
-        b->d = q_qh_f16(dm);
-        b->dmin = q_qh_f16(mm);
-        for (int j = 0; j < QK_K / 16; ++j)
-            b->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+        const float dm = q_qh_make_qp(QK_K / 16, 15, scales, Ls, sw);
+        const float mm = q_qh_make_qp(QK_K / 16, 15, mins, Lm, sw);
+        q_qh_q2_put(Ls, Lm, dm, mm, b);
         return;
     }
     const float q4scale = 15.f;
@@ -301,14 +306,19 @@ void q_qh_q2_tail(const float *scales, const float *mins, const float *sw, block
     }
 }
 
+void q_qh_q3_put_all(const int8_t *Ls, float d_block, block_q3_K *b)
+{
+    for (int j = 0; j < QK_K / 16; ++j)
+        q_qh_q3_put(b->scales, j, Ls[j]);
+    b->d = q_qh_f16(d_block);
+}
+
 void q_qh_q3_tail(const float *scales, const float *sw, block_q3_K *b)
 {
     if (sw) {
         int8_t Ls[QK_K / 16];
-        float d_block = q_qh_make_qx(QK_K / 16, 32, scales, Ls, sw);
-        for (int j = 0; j < QK_K / 16; ++j)
-            q_qh_q3_put(b->scales, j, Ls[j]);
-        b->d = q_qh_f16(d_block);
+        const float d_block = q_qh_make_qx(QK_K / 16, 32, scales, Ls, sw);
+        q_qh_q3_put_all(Ls, d_block, b);
         return;
     }
     float max_scale = 0;
@@ -376,8 +386,15 @@ void q_qh_k45_tail(int nmax, const float *scales, const float *mins, const float
         return;
     }
     uint8_t Ls[QK_K / 32], Lm[QK_K / 32];
-    float d_block = q_qh_make_qp(QK_K / 32, 63, scales, Ls, sw);
-    float m_block = q_qh_make_qp(QK_K / 32, 63, mins, Lm, sw);
+    const float d_block = q_qh_make_qp(QK_K / 32, 63, scales, Ls, sw);
+    const float m_block = q_qh_make_qp(QK_K / 32, 63, mins, Lm, sw);
+    q_qh_k45_put(nmax, Ls, Lm, d_block, m_block, d, dmin, packed);
+}
+
+void q_qh_k45_put(int nmax, const uint8_t *Ls, const uint8_t *Lm, float d_block, float m_block,
+                  uint16_t *d, uint16_t *dmin, uint8_t *packed)
+{
+    memset(packed, 0, K_SCALE_SIZE);
     for (int j = 0; j < QK_K / 32; ++j) {
         uint8_t ls = Ls[j];
         uint8_t lm = Lm[j];

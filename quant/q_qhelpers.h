@@ -119,12 +119,18 @@ int q_qh_q3_get(const uint8_t *scales, int j);
  * sub-blocks' weight sums on the imatrix path (weighted make_qp_quants),
  * NULL for the reference path (relative to their maxima). */
 void q_qh_q2_tail(const float *scales, const float *mins, const float *sw, block_q2_K *b);
+/* The imatrix path's end of q_qh_q2_tail: the levels Ls, Lm and scales dm, mm
+ * that q_qh_make_qp gave for the scales and the mins, into b. */
+void q_qh_q2_put(const uint8_t *Ls, const uint8_t *Lm, float dm, float mm, block_q2_K *b);
 
 /* Q3_K after the sixteen sub-block searches (scales[16]): fills the packed
  * 6-bit b->scales (zeroed by the caller) and b->d. sw: the sub-blocks' weight
  * sums on the imatrix path (weighted make_qx_quants), NULL for the reference
  * path (relative to the largest magnitude, sign kept). */
 void q_qh_q3_tail(const float *scales, const float *sw, block_q3_K *b);
+/* The imatrix path's end of q_qh_q3_tail: the levels Ls (0..63) and scale
+ * d_block that q_qh_make_qx gave for the scales, into b (scales zeroed). */
+void q_qh_q3_put_all(const int8_t *Ls, float d_block, block_q3_K *b);
 
 /* Q6_K after the sixteen sub-block searches (scales[16]): b->d and the int8
  * b->scales relative to d = max_scale / -128. For an all-zero block (largest
@@ -138,5 +144,9 @@ bool q_qh_q6_scales(const float *scales, block_q6_K *b);
  * (scales relative to their maximum). */
 void q_qh_k45_tail(int nmax, const float *scales, const float *mins, const float *sw,
                    uint16_t *d, uint16_t *dmin, uint8_t *packed);
+/* The imatrix path's end of q_qh_k45_tail from q_qh_make_qp's levels Ls, Lm
+ * and scales d_block, m_block of the scales and the mins. */
+void q_qh_k45_put(int nmax, const uint8_t *Ls, const uint8_t *Lm, float d_block, float m_block,
+                  uint16_t *d, uint16_t *dmin, uint8_t *packed);
 
 #endif

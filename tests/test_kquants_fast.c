@@ -17,6 +17,7 @@
  * same way, and that k_kquants_register then leaves the references installed.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@
 #include "k_kquants.h"
 #include "q_blocks.h"
 #include "q_format.h"
+#include "q_qhelpers.h"
 #include "q_quants.h"
 
 typedef size_t (*tf_fn)(const float *, void *, int64_t, int64_t, const float *);
@@ -287,6 +289,91 @@ static void test_scalar_fallback(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* One problem of the scale quantizers: n values of kind k (scales or mins as
+ * the searches give them, and inputs the vector paths must refuse or meet
+ * exactly: ties, zeros, a negative value, a NaN, tiny maxima) and weights of
+ * kind wk (zeros among them, all zero, a wide range). */
+static void tf_scales(int k, int wk, int n, bool sign, float *x, float *w)
+{
+    const float level = (float)(0.001 * exp(4 * tf_unif()));
+    for (int i = 0; i < n; i++) {
+        double v = level * tf_unif();
+        switch (k) {
+        case 0: break;
+        case 1: v = level * exp(tf_normal()); break;            /* log-normal */
+        case 2: v = i % 3 ? level : level * 0.5; break;         /* few values: ties */
+        case 3: v = tf_unif() < 0.4 ? 0 : v; break;             /* zeros */
+        case 4: v = 1.3e-15 * tf_unif(); break;                 /* near the cut-off */
+        case 5: v = i == n / 2 ? -v : v; break;                 /* one negative */
+        case 6: v = i == n - 1 ? NAN : v; break;                /* one NaN */
+        case 7: v = i == 0 ? INFINITY : v; break;               /* one Inf */
+        default: v = level * (double)(tf_next() % 64) / 63; break; /* on a lattice */
+        }
+        x[i] = (float)(sign && tf_unif() < 0.5 ? -v : v);
+        double u = tf_unif();
+        w[i] = (float)(wk == 0 ? u : wk == 1 ? (u < 0.3 ? 0 : u) : wk == 2 ? 0 : exp(20 * u - 10));
+    }
+}
+
+/* k_make_qp4 and k_make_qx_w against q_qh_make_qp and q_qh_make_qx: the same
+ * levels and the same result bits on 2·10^5 problems, and k_make_qp4 refuses
+ * exactly the problems with a negative or non-finite value or a tiny maximum.
+ * (Ties between trial scales, as all-zero weights give, decide which scale
+ * the reference keeps: a "<" read as "<=" fails here.) */
+static void test_scale_quantizers(void **state)
+{
+    (void)state;
+    if (!k_cpu_get()->avx2)
+        skip();
+    tf_state = 77;
+    int refused = 0, solved = 0;
+    for (int t = 0; t < 25000; t++) {
+        const int n = t % 5 == 0 ? 1 + (int)(tf_next() % 16) : t % 2 ? 16 : 8;
+        const int nmax = t % 2 ? 15 : 63;
+        float x[4][16], w[4][16], out[4];
+        uint8_t L[4][16], R[16];
+        bool want = true;
+        for (int k = 0; k < 4; k++) {
+            /* one lane in seven or so with an input to refuse */
+            static const int good[] = {0, 1, 2, 3, 8}, bad[] = {4, 5, 6, 7};
+            const uint64_t r = tf_next();
+            const int kind = r % 24 < 21 ? good[(r >> 8) % 5] : bad[(r >> 8) % 4];
+            const int wk = (int)(tf_next() % 4);
+            tf_scales(kind, wk, n, false, x[k], w[k]);
+            float mx = 0;
+            for (int i = 0; i < n; i++) {
+                want = want && x[k][i] >= 0 && x[k][i] <= 3.402823466e38f;
+                mx = mx > x[k][i] ? mx : x[k][i];
+            }
+            want = want && mx >= 1e-15f;
+        }
+        const float *xs[4] = {x[0], x[1], x[2], x[3]}, *ws[4] = {w[0], w[1], w[2], w[3]};
+        uint8_t *Ls[4] = {L[0], L[1], L[2], L[3]};
+        const bool got = k_make_qp4(n, nmax, xs, ws, Ls, out);
+        assert_int_equal(got, want);
+        refused += !got;
+        solved += got;
+        for (int k = 0; got && k < 4; k++) {
+            const float r = q_qh_make_qp(n, nmax, x[k], R, w[k]);
+            assert_memory_equal(L[k], R, (size_t)n);
+            assert_memory_equal(&out[k], &r, sizeof r);
+        }
+    }
+    for (int t = 0; t < 100000; t++) {
+        const int n = t % 5 == 0 ? 1 + (int)(tf_next() % 16) : 16;
+        const int nmax = t % 3 ? 32 : 4;
+        float x[16], w[16];
+        int8_t L[16], R[16];
+        tf_scales((int)(tf_next() % 12) % 9, (int)(tf_next() % 4), n, true, x, w);
+        const float got = k_make_qx_w(n, nmax, x, L, w);
+        const float want = q_qh_make_qx(n, nmax, x, R, w);
+        assert_memory_equal(L, R, (size_t)n);
+        assert_memory_equal(&got, &want, sizeof got);
+    }
+    print_message("  make_qp: %d groups of four solved, %d refused\n", solved, refused);
+    assert_true(solved > 10000 && refused > 1000);
+}
+
 static void test_register(void **state)
 {
     (void)state;
@@ -309,6 +396,7 @@ int main(void)
         {"test_q3_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[3]},
         {"test_q2_k_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[4]},
         {"test_iq4_nl_equals_ref", test_fast_equals_ref, NULL, NULL, (void *)&TF_TYPES[5]},
+        cmocka_unit_test(test_scale_quantizers),
         cmocka_unit_test(test_register),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
