@@ -987,8 +987,6 @@ static void kk_k45_params(int nmax, bool imat, float *rmin, float *rdelta, int *
     *nstep = imat ? 36 : nmax == 15 ? 20 : 15;
 }
 
-/* Super-blocks x[0], x[1] with weights qw[0], qw[1] (both NULL without
- * imatrix) into lane order, with the weights of the search. */
 /* q_qh_sumsq of g (1 or 2) super-blocks, their chains of additions side by
  * side (one chain is 256 dependent additions). */
 static void kk_sumsq2(const float *const *x, int g, float *out)
@@ -1003,6 +1001,8 @@ static void kk_sumsq2(const float *const *x, int g, float *out)
     out[1] = s1;
 }
 
+/* Super-blocks x[0], x[1] with weights qw[0], qw[1] (both NULL without
+ * imatrix) into lane order, with the weights of the search. */
 KK_AVX2 static void kk_k45_prep(const float *const *x, const float *const *qw, kk_k45_work *w)
 {
     const float *sb[16];
