@@ -298,10 +298,10 @@ static void kp_merge(q_metrics_acc *out, double range, const q_metrics_acc *accs
     }
 }
 
-/* The first failure of the GPU path (a cancel is none) turns it off for the
- * rest of the process, so that a broken device or one out of memory costs
- * one attempt, not one a preview; its message is kept for the user
- * (k_preview_gpu_failed). */
+/* The first failure of the device (Q_EINTERNAL, Q_ENOMEM) turns the GPU
+ * path off for the rest of the process, so that a broken device or one out
+ * of memory costs one attempt, not one a preview; its message is kept for
+ * the user (k_preview_gpu_failed). */
 static pthread_mutex_t kp_gpu_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool kp_gpu_off;
 static q_err kp_gpu_err;
@@ -510,7 +510,9 @@ q_status k_preview_tensor(const k_preview_req *req, k_preview_cb cb, void *user,
                 goto done;
             }
             gpu = st == Q_OK;
-            if (!gpu)
+            /* the device failed (a usage error, which the checks above
+             * should rule out, falls back for this preview only) */
+            if (st == Q_EINTERNAL || st == Q_ENOMEM)
                 kp_gpu_fail(&gerr);
         }
         if (!gpu) {

@@ -92,8 +92,8 @@ q_status k_preview_tensor(const k_preview_req *req, k_preview_cb cb, void *user,
                           k_preview_result *final, q_err *err);
 
 /* The exact pass runs on the GPU where it can (k_preview_result.on_gpu); the
- * first time it fails there (device memory, a CUDA error; a cancel is no
- * failure) that preview is measured on the CPU, and so is every later one:
+ * first time the device fails (device memory, a CUDA error: Q_ENOMEM,
+ * Q_EINTERNAL) that preview is measured on the CPU, and so is every later one:
  * k_preview_gpu_failed then returns true and writes that failure's message
  * into why (cap > 0), for the caller to tell the user once. Thread-safe.
  * k_preview_gpu_retry lets the next preview try the GPU again. */
