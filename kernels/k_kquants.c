@@ -1146,6 +1146,19 @@ KK_AVX2 static bool kk_make_qp4(int n, int nmax, const float *const *x, const fl
     return true;
 }
 
+/* kk_make_qp4 on the scales and mins of two super-blocks v = 0, 1 (sc[v],
+ * mn[v], weight sums sw[v], n each): levels Lq and results dq in the order
+ * scales of 0, mins of 0, scales of 1, mins of 1. */
+KK_AVX2 static bool kk_make_qp_pair(int n, int nmax, const float *const *sc,
+                                    const float *const *mn, const float *const *sw,
+                                    uint8_t Lq[4][16], float dq[4])
+{
+    const float *const qx[4] = {sc[0], mn[0], sc[1], mn[1]};
+    const float *const qwq[4] = {sw[0], sw[0], sw[1], sw[1]};
+    uint8_t *const Lo[4] = {Lq[0], Lq[1], Lq[2], Lq[3]};
+    return kk_make_qp4(n, nmax, qx, qwq, Lo, dq);
+}
+
 /* The blocks of the searched pair x[0], x[1] (qw as for kk_k45_prep) into
  * out[0], out[1] (q4 or q5). */
 KK_AVX2 static void kk_k45_finish(int nmax, const float *const *x, const float *const *qw,
@@ -1156,12 +1169,11 @@ KK_AVX2 static void kk_k45_finish(int nmax, const float *const *x, const float *
     uint8_t L[2 * QK_K];
     /* with an importance matrix, the scales' and mins' make_qp of both blocks
      * in the lanes of one kk_make_qp4 */
-    uint8_t Lq[4][QK_K / 32];
+    uint8_t Lq[4][16];
     float dq[4];
-    const float *const qx[4] = {scales, mins, scales + 8, mins + 8};
-    const float *const qwq[4] = {sw, sw, sw + 8, sw + 8};
-    uint8_t *const Lo[4] = {Lq[0], Lq[1], Lq[2], Lq[3]};
-    const bool qp4 = qw[0] && kk_make_qp4(QK_K / 32, 63, qx, qwq, Lo, dq);
+    const float *const scv[2] = {scales, scales + 8}, *const mnv[2] = {mins, mins + 8};
+    const float *const swv[2] = {sw, sw + 8};
+    const bool qp4 = qw[0] && kk_make_qp_pair(QK_K / 32, 63, scv, mnv, swv, Lq, dq);
     for (int v = 0; v < 2; ++v) {
         uint16_t d16, dm16;
         uint8_t packed[K_SCALE_SIZE];
@@ -1322,12 +1334,11 @@ KK_AVX2 static void kk_q2_blocks(const float *const *x, const float *const *qw, 
     /* with an importance matrix, the scales' and mins' make_qp of both blocks
      * (of block 0 twice when g is 1) in the lanes of one kk_make_qp4 */
     const int k1 = g - 1;
-    uint8_t Lq[4][QK_K / 16];
+    uint8_t Lq[4][16];
     float dq[4];
-    const float *const qx[4] = {w[0].scales, w[0].mins, w[k1].scales, w[k1].mins};
-    const float *const qwq[4] = {w[0].sw, w[0].sw, w[k1].sw, w[k1].sw};
-    uint8_t *const Lo[4] = {Lq[0], Lq[1], Lq[2], Lq[3]};
-    const bool qp4 = imat && kk_make_qp4(QK_K / 16, 15, qx, qwq, Lo, dq);
+    const float *const scv[2] = {w[0].scales, w[k1].scales};
+    const float *const mnv[2] = {w[0].mins, w[k1].mins}, *const swv[2] = {w[0].sw, w[k1].sw};
+    const bool qp4 = imat && kk_make_qp_pair(QK_K / 16, 15, scv, mnv, swv, Lq, dq);
     for (int k = 0; k < g; ++k) {
         uint8_t L[QK_K];
         memset(&b[k], 0, sizeof b[k]);
